@@ -1,0 +1,759 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+/// @title ExperienceRegistry
+/// @notice On-chain half of dso: admitted nodes commit batches of AI-agent experiences (a Merkle
+/// root over the batch's canonical experience encodings plus the IPFS CID of the batch document),
+/// and DAO members vote each batch in or out. Membership, node admission and the revocation of an
+/// accepted batch are DAO proposals decided by the same rule. No key can bypass a vote: the deployer
+/// only seeds the first members and nodes.
+///
+/// Decision rule (one rule for batches and proposals):
+///   accepted  <=>  yes + no >= quorum  AND  3 * yes >= 2 * (yes + no)
+/// where quorum = ceil(electorate * quorumBps / 10_000), at least 1, and the electorate is the
+/// number of members at the snapshot taken when the batch or proposal was created.
+///
+/// Snapshot rule: membership changes advance a clock. A batch or proposal records the clock value at
+/// creation; a member may vote on it iff they joined at or before that value and had not left by
+/// then. A member admitted later cannot vote on it; a member removed later still can (their seat
+/// counted in the electorate).
+///
+/// WARNING: the CID is committed in the `BatchSubmitted` event, not in storage (storing a string
+/// costs ~4x the whole submission). Clients must read the CID from that log, whose integrity is the
+/// chain's receipts root; `batch()` returns the root-keyed voting state only.
+contract ExperienceRegistry {
+    // ------------------------------------------------------------------ types
+
+    /// @notice Lifecycle of a batch or proposal.
+    /// Pending: open for votes. Accepted/Rejected: decided by `finalize`. Revoked: a batch that was
+    /// accepted and later revoked by a DAO proposal (clients drop its experiences).
+    enum Status {
+        None,
+        Pending,
+        Accepted,
+        Rejected,
+        Revoked
+    }
+
+    /// @notice What a governance proposal does when accepted.
+    enum ProposalKind {
+        None,
+        AddMember,
+        RemoveMember,
+        AdmitNode,
+        RemoveNode,
+        RevokeBatch
+    }
+
+    /// @dev Voting state of a batch or proposal, packed into one slot so that a vote reads and
+    /// writes a single word. `inlineVoters` records the votes of seats 0..63 in the same word
+    /// (a DAO of up to 64 seats never pays for a fresh has-voted slot); larger seats use
+    /// `_batchOverflowVoters` / `_proposalOverflowVoters`. `nodeId`/`count` are used by batches only.
+    struct Tally {
+        uint40 deadline;
+        uint32 snapshot;
+        uint24 yes;
+        uint24 no;
+        Status status;
+        uint32 nodeId;
+        uint32 count;
+        uint64 inlineVoters;
+    }
+
+    /// @dev A member's seat and membership interval on the membership clock (leftAt 0 = still in).
+    struct Member {
+        uint32 seat;
+        uint32 joinedAt;
+        uint32 leftAt;
+    }
+
+    /// @dev An admitted node: `id` is its stable identity (1-based, never reused); `active` flips
+    /// off when the DAO removes it. Aggregators count distinct node ids, not addresses.
+    struct Node {
+        uint32 id;
+        bool active;
+    }
+
+    /// @dev What a governance proposal acts on: an account (members, nodes) or a batch root.
+    struct Action {
+        ProposalKind kind;
+        address account;
+        bytes32 batch;
+    }
+
+    /// @notice Voting state of a batch or proposal, as returned by the views.
+    struct TallyView {
+        Status status;
+        uint24 yes;
+        uint24 no;
+        uint32 snapshot;
+        uint32 electorate;
+        uint40 deadline;
+    }
+
+    /// @notice A batch as returned by `batch` and `batchesPage`.
+    struct BatchView {
+        bytes32 root;
+        uint32 nodeId;
+        uint32 count;
+        TallyView tally;
+    }
+
+    /// @notice A governance proposal as returned by `proposal` and `proposalsPage`.
+    struct ProposalView {
+        uint64 id;
+        ProposalKind kind;
+        address account;
+        bytes32 batch;
+        TallyView tally;
+    }
+
+    // ------------------------------------------------------------------ constants and parameters
+
+    /// @notice EIP-712 type of a batch submission signed by a node for a relayer to send.
+    bytes32 public constant SUBMIT_TYPEHASH = keccak256(
+        "SubmitBatch(bytes32 root,bytes cid,uint32 count,bytes32 schema,uint256 nonce,uint256 deadline)"
+    );
+
+    bytes32 private constant _DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant _NAME_HASH = keccak256("ExperienceRegistry");
+    bytes32 private constant _VERSION_HASH = keccak256("1");
+
+    /// @dev secp256k1n / 2: signatures with a larger s are malleable twins and are refused.
+    uint256 private constant _HALF_CURVE_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+
+    uint256 private constant _INLINE_SEATS = 64;
+    uint256 private constant _MAX_PAGE = 200;
+    uint256 private constant _MAX_SEATS = type(uint24).max;
+
+    /// @notice Seconds a batch or proposal stays open for votes.
+    uint40 public immutable votingPeriod;
+    /// @notice Quorum as a fraction of the snapshot electorate, in basis points (1..10_000).
+    uint16 public immutable quorumBps;
+
+    uint256 private immutable _cachedChainId;
+    bytes32 private immutable _cachedDomainSeparator;
+
+    // ------------------------------------------------------------------ state
+
+    /// @notice Membership clock: advanced by every membership change, recorded as snapshots.
+    uint32 public membershipClock;
+    /// @notice Current number of members.
+    uint32 public memberCount;
+    /// @notice Number of seats ever assigned (members past and present).
+    uint32 public seatCount;
+    /// @notice Number of node ids ever assigned.
+    uint32 public nodeCount;
+    /// @notice Number of active nodes.
+    uint32 public activeNodeCount;
+    /// @notice Number of batches ever submitted.
+    uint64 public batchCount;
+    /// @notice Number of governance proposals ever created (proposal ids are 0..proposalCount-1).
+    uint64 public proposalCount;
+
+    mapping(address => Member) private _members;
+    mapping(uint256 => address) private _seatHolder;
+    mapping(uint32 => uint32) private _memberCountAt;
+    mapping(address => Node) private _nodes;
+    mapping(uint256 => address) private _nodeAddress;
+
+    mapping(bytes32 => Tally) private _batches;
+    mapping(bytes32 => mapping(uint256 => uint256)) private _batchOverflowVoters;
+    mapping(uint256 => bytes32) private _batchAt;
+    mapping(uint256 => Tally) private _proposals;
+    mapping(uint256 => mapping(uint256 => uint256)) private _proposalOverflowVoters;
+    mapping(uint256 => Action) private _actions;
+
+    /// @notice Next EIP-712 nonce of each node address.
+    mapping(address => uint256) public nonces;
+
+    // ------------------------------------------------------------------ events
+
+    /// @notice A node committed a batch. Everything a client needs to fetch and verify it.
+    /// @param root Merkle root (RFC 9162, sha256) over the batch's canonical experience encodings.
+    /// @param nodeId Stable id of the submitting node.
+    /// @param schema Identifier of the document format, embedding model and codec (client-defined).
+    /// @param cid Binary CID of the batch document on IPFS.
+    /// @param count Number of experiences (Merkle leaves).
+    /// @param index Position in submission order (for `batchesPage`).
+    /// @dev The node's address is `nodeAddress(nodeId)` (also in `NodeAdmitted`); the snapshot and
+    /// deadline are in `batch(root)`. Leaving them out of the log keeps submission under 80k gas.
+    event BatchSubmitted(
+        bytes32 indexed root, uint32 indexed nodeId, bytes32 indexed schema, bytes cid, uint32 count, uint64 index
+    );
+
+    /// @notice A governance proposal was created.
+    event ProposalCreated(
+        uint64 indexed proposalId,
+        ProposalKind indexed kind,
+        address indexed proposer,
+        address account,
+        bytes32 batch,
+        uint32 snapshot,
+        uint40 deadline
+    );
+
+    /// @notice A member voted on a batch; `yes`/`no` are the tallies after the vote.
+    event BatchVoteCast(bytes32 indexed root, address indexed voter, bool support, uint24 yes, uint24 no);
+
+    /// @notice A member voted on a proposal; `yes`/`no` are the tallies after the vote.
+    event ProposalVoteCast(uint64 indexed proposalId, address indexed voter, bool support, uint24 yes, uint24 no);
+
+    /// @notice A batch was decided (Accepted or Rejected).
+    event BatchFinalized(bytes32 indexed root, Status status, uint24 yes, uint24 no, uint32 electorate);
+
+    /// @notice A proposal was decided; if Accepted, `applied` tells whether its action changed state
+    /// (false if the target had already changed, e.g. the account became a member meanwhile).
+    event ProposalFinalized(
+        uint64 indexed proposalId, Status status, uint24 yes, uint24 no, uint32 electorate, bool applied
+    );
+
+    /// @notice An accepted batch was revoked by proposal `proposalId`; clients drop its experiences.
+    event BatchRevoked(bytes32 indexed root, uint64 indexed proposalId);
+
+    /// @notice Membership changed; `clock` is the new membership clock value.
+    event MemberAdded(address indexed member, uint32 seat, uint32 clock);
+    /// @notice Membership changed; `clock` is the new membership clock value.
+    event MemberRemoved(address indexed member, uint32 seat, uint32 clock);
+    /// @notice A node was admitted and may submit batches.
+    event NodeAdmitted(address indexed node, uint32 indexed nodeId);
+    /// @notice A node was removed and may no longer submit batches.
+    event NodeRemoved(address indexed node, uint32 indexed nodeId);
+    /// @notice A node burned its current nonce, invalidating a signature it handed out.
+    event NonceUsed(address indexed node, uint256 nonce);
+
+    // ------------------------------------------------------------------ errors
+
+    error InvalidVotingPeriod(uint256 votingPeriod);
+    error InvalidQuorumBps(uint256 quorumBps);
+    error NoInitialMembers();
+    error CallerIsNotAMember(address caller);
+    error CallerIsNotAnAdmittedNode(address caller);
+    error ZeroAddress();
+    error EmptyMerkleRoot();
+    error EmptyCid();
+    error EmptyBatch();
+    error BatchAlreadySubmitted(bytes32 root);
+    error SignatureExpired(uint256 deadline);
+    error InvalidSignature();
+    error SignerIsNotAnAdmittedNode(address signer);
+    error UnknownBatch(bytes32 root);
+    error UnknownProposal(uint64 proposalId);
+    error VotingClosed(uint256 deadline);
+    error VotingStillOpen(uint256 deadline);
+    error NotPending(Status status);
+    error NotInSnapshotElectorate(address voter, uint32 snapshot);
+    error AlreadyVoted(address voter);
+    error AlreadyAMember(address account);
+    error NotAMember(address account);
+    error AlreadyAnAdmittedNode(address account);
+    error NotAnAdmittedNode(address account);
+    error BatchIsNotAccepted(bytes32 root, Status status);
+    error PageTooLarge(uint256 limit, uint256 maxLimit);
+    error TooManySeats();
+
+    // ------------------------------------------------------------------ construction
+
+    /// @notice Deploys the registry with its voting parameters and the seed electorate and nodes.
+    /// @param votingPeriod_ Seconds each batch or proposal stays open (> 0).
+    /// @param quorumBps_ Quorum as basis points of the snapshot electorate (1..10_000).
+    /// @param initialMembers First DAO members (at least one, no duplicates).
+    /// @param initialNodes First admitted nodes (no duplicates).
+    /// @dev The seeding loops are bounded by the deployer's own calldata and run once.
+    constructor(
+        uint40 votingPeriod_,
+        uint16 quorumBps_,
+        address[] memory initialMembers,
+        address[] memory initialNodes
+    ) {
+        if (votingPeriod_ == 0) revert InvalidVotingPeriod(votingPeriod_);
+        if (quorumBps_ == 0 || quorumBps_ > 10_000) revert InvalidQuorumBps(quorumBps_);
+        if (initialMembers.length == 0) revert NoInitialMembers();
+        votingPeriod = votingPeriod_;
+        quorumBps = quorumBps_;
+        _cachedChainId = block.chainid;
+        _cachedDomainSeparator = _buildDomainSeparator();
+        for (uint256 i = 0; i < initialMembers.length; ++i) {
+            if (!_addMember(initialMembers[i])) revert AlreadyAMember(initialMembers[i]);
+        }
+        for (uint256 i = 0; i < initialNodes.length; ++i) {
+            if (!_admitNode(initialNodes[i])) revert AlreadyAnAdmittedNode(initialNodes[i]);
+        }
+    }
+
+    // ------------------------------------------------------------------ batches
+
+    /// @notice Commits a batch from the calling admitted node and opens it for votes.
+    /// @param root Merkle root of the batch (nonzero, never submitted before); also the batch id.
+    /// @param cid Binary CID of the batch document (nonempty).
+    /// @param count Number of experiences (leaves) in the batch (> 0).
+    /// @param schema Identifier of format, model and codec, indexed for client-side filtering.
+    /// @return nodeId The submitting node's id.
+    function submitBatch(bytes32 root, bytes calldata cid, uint32 count, bytes32 schema)
+        external
+        returns (uint32 nodeId)
+    {
+        nodeId = _activeNodeId(msg.sender);
+        if (nodeId == 0) revert CallerIsNotAnAdmittedNode(msg.sender);
+        _recordBatch(root, cid, count, schema, nodeId);
+    }
+
+    /// @notice Commits a batch signed by an admitted node (EIP-712), sent by anyone (a relayer pays).
+    /// @dev Replay protection: the signature covers the node's current nonce, the deadline, the
+    /// chain id and this contract's address (domain separator); each root is accepted once.
+    /// @param node The signing node's address.
+    /// @param deadline Last timestamp at which the signature is valid.
+    /// @param signature 65-byte (r, s, v) signature with low s.
+    /// @return nodeId The signing node's id.
+    function submitBatchWithSig(
+        bytes32 root,
+        bytes calldata cid,
+        uint32 count,
+        bytes32 schema,
+        address node,
+        uint256 deadline,
+        bytes calldata signature
+    ) external returns (uint32 nodeId) {
+        if (block.timestamp > deadline) revert SignatureExpired(deadline);
+        uint256 nonce = nonces[node];
+        bytes32 structHash =
+            keccak256(abi.encode(SUBMIT_TYPEHASH, root, keccak256(cid), count, schema, nonce, deadline));
+        if (_recover(_hashTypedData(structHash), signature) != node) revert InvalidSignature();
+        nodeId = _activeNodeId(node);
+        if (nodeId == 0) revert SignerIsNotAnAdmittedNode(node);
+        unchecked {
+            nonces[node] = nonce + 1;
+        }
+        _recordBatch(root, cid, count, schema, nodeId);
+    }
+
+    /// @notice Burns the caller's current nonce so that a signature handed to a relayer can no
+    /// longer be used.
+    function useNonce() external {
+        uint256 nonce = nonces[msg.sender]++;
+        emit NonceUsed(msg.sender, nonce);
+    }
+
+    /// @notice Casts the caller's vote on batch `root`.
+    /// @dev One vote per member, while pending and before the deadline, and only by members of the
+    /// batch's snapshot electorate.
+    /// @param support True to accept the batch, false to reject it.
+    function voteOnBatch(bytes32 root, bool support) external {
+        Tally memory tally = _batches[root];
+        if (tally.status == Status.None) revert UnknownBatch(root);
+        (uint24 yes, uint24 no) = _castVote(_batches[root], tally, _batchOverflowVoters[root], support);
+        emit BatchVoteCast(root, msg.sender, support, yes, no);
+    }
+
+    /// @notice Decides batch `root`: after its deadline, or earlier once the remaining votes of the
+    /// snapshot electorate cannot change the outcome. Anyone may call.
+    /// @return status Accepted iff yes + no >= quorum and 3 * yes >= 2 * (yes + no), else Rejected.
+    function finalizeBatch(bytes32 root) external returns (Status status) {
+        Tally storage tally = _batches[root];
+        if (tally.status == Status.None) revert UnknownBatch(root);
+        uint32 electorate;
+        (status, electorate) = _finalize(tally);
+        emit BatchFinalized(root, status, tally.yes, tally.no, electorate);
+    }
+
+    // ------------------------------------------------------------------ governance proposals
+
+    /// @notice Proposes admitting `account` as a DAO member. Caller must be a member.
+    /// @return proposalId Id to vote and finalize on.
+    function proposeAddMember(address account) external returns (uint64 proposalId) {
+        if (account == address(0)) revert ZeroAddress();
+        if (_isMember(account)) revert AlreadyAMember(account);
+        return _propose(ProposalKind.AddMember, account, bytes32(0));
+    }
+
+    /// @notice Proposes removing member `account`. Caller must be a member.
+    /// @return proposalId Id to vote and finalize on.
+    function proposeRemoveMember(address account) external returns (uint64 proposalId) {
+        if (!_isMember(account)) revert NotAMember(account);
+        return _propose(ProposalKind.RemoveMember, account, bytes32(0));
+    }
+
+    /// @notice Proposes admitting `account` as a node that may submit batches. Caller must be a member.
+    /// @dev A removed node keeps its id and is not re-admitted: a new identity needs a new address.
+    /// @return proposalId Id to vote and finalize on.
+    function proposeAdmitNode(address account) external returns (uint64 proposalId) {
+        if (account == address(0)) revert ZeroAddress();
+        if (_nodes[account].id != 0) revert AlreadyAnAdmittedNode(account);
+        return _propose(ProposalKind.AdmitNode, account, bytes32(0));
+    }
+
+    /// @notice Proposes removing admitted node `account`. Caller must be a member.
+    /// @return proposalId Id to vote and finalize on.
+    function proposeRemoveNode(address account) external returns (uint64 proposalId) {
+        if (!_nodes[account].active) revert NotAnAdmittedNode(account);
+        return _propose(ProposalKind.RemoveNode, account, bytes32(0));
+    }
+
+    /// @notice Proposes revoking accepted batch `root` (clients drop its experiences on sync).
+    /// Caller must be a member.
+    /// @return proposalId Id to vote and finalize on.
+    function proposeRevokeBatch(bytes32 root) external returns (uint64 proposalId) {
+        Status status = _batches[root].status;
+        if (status != Status.Accepted) revert BatchIsNotAccepted(root, status);
+        return _propose(ProposalKind.RevokeBatch, address(0), root);
+    }
+
+    /// @notice Casts the caller's vote on proposal `proposalId`; same rules as `voteOnBatch`.
+    function voteOnProposal(uint64 proposalId, bool support) external {
+        Tally memory tally = _proposals[proposalId];
+        if (tally.status == Status.None) revert UnknownProposal(proposalId);
+        (uint24 yes, uint24 no) =
+            _castVote(_proposals[proposalId], tally, _proposalOverflowVoters[proposalId], support);
+        emit ProposalVoteCast(proposalId, msg.sender, support, yes, no);
+    }
+
+    /// @notice Decides proposal `proposalId` under the same rule as `finalizeBatch`; an accepted
+    /// proposal's action runs in the same transaction. Anyone may call.
+    /// @return status The decided status.
+    function finalizeProposal(uint64 proposalId) external returns (Status status) {
+        Tally storage tally = _proposals[proposalId];
+        if (tally.status == Status.None) revert UnknownProposal(proposalId);
+        uint32 electorate;
+        (status, electorate) = _finalize(tally);
+        bool applied = status == Status.Accepted && _execute(proposalId);
+        emit ProposalFinalized(proposalId, status, tally.yes, tally.no, electorate, applied);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice Whether `account` is currently a DAO member.
+    function isMember(address account) external view returns (bool) {
+        return _isMember(account);
+    }
+
+    /// @notice A member's seat and membership interval on the membership clock (zeros if never a member).
+    function member(address account) external view returns (uint32 seat, uint32 joinedAt, uint32 leftAt) {
+        Member memory m = _members[account];
+        return (m.seat, m.joinedAt, m.leftAt);
+    }
+
+    /// @notice A node's id (0 if never admitted) and whether it is currently admitted.
+    function node(address account) external view returns (uint32 id, bool active) {
+        Node memory n = _nodes[account];
+        return (n.id, n.active);
+    }
+
+    /// @notice The address of node id `nodeId` (zero address if unassigned).
+    function nodeAddress(uint32 nodeId) external view returns (address) {
+        return _nodeAddress[nodeId];
+    }
+
+    /// @notice Number of members at membership clock value `clock` (the electorate of a snapshot).
+    function memberCountAt(uint32 clock) external view returns (uint32) {
+        return _memberCountAt[clock];
+    }
+
+    /// @notice Number of votes needed for quorum given an electorate size (at least 1).
+    function quorumFor(uint256 electorate) public view returns (uint256) {
+        uint256 needed = (electorate * quorumBps + 9_999) / 10_000;
+        return needed == 0 ? 1 : needed;
+    }
+
+    /// @notice Batch `root` (tally status None if unknown).
+    function batch(bytes32 root) external view returns (BatchView memory) {
+        return _batchView(root);
+    }
+
+    /// @notice Proposal `proposalId` (tally status None if unknown).
+    function proposal(uint64 proposalId) external view returns (ProposalView memory) {
+        return _proposalView(proposalId);
+    }
+
+    /// @notice Whether `voter` has voted on batch `root`.
+    function hasVotedOnBatch(bytes32 root, address voter) external view returns (bool) {
+        return _hasVoted(_batches[root], _batchOverflowVoters[root], voter);
+    }
+
+    /// @notice Whether `voter` has voted on proposal `proposalId`.
+    function hasVotedOnProposal(uint64 proposalId, address voter) external view returns (bool) {
+        return _hasVoted(_proposals[proposalId], _proposalOverflowVoters[proposalId], voter);
+    }
+
+    /// @notice Batches in submission order, `limit` (<= 200) from `offset`.
+    function batchesPage(uint256 offset, uint256 limit) external view returns (BatchView[] memory page) {
+        uint256 n = _pageLength(batchCount, offset, limit);
+        page = new BatchView[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            page[i] = _batchView(_batchAt[offset + i]);
+        }
+    }
+
+    /// @notice Proposals in creation order (ids offset..), `limit` (<= 200) from `offset`.
+    function proposalsPage(uint256 offset, uint256 limit) external view returns (ProposalView[] memory page) {
+        uint256 n = _pageLength(proposalCount, offset, limit);
+        page = new ProposalView[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            page[i] = _proposalView(uint64(offset + i));
+        }
+    }
+
+    /// @notice Seat holders (past and present members) in seat order, `limit` (<= 200) from
+    /// `offset`; check `isMember` for current membership.
+    function seatsPage(uint256 offset, uint256 limit) external view returns (address[] memory holders) {
+        uint256 n = _pageLength(seatCount, offset, limit);
+        holders = new address[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            holders[i] = _seatHolder[offset + i];
+        }
+    }
+
+    /// @notice Node addresses in id order (offset 0 = node id 1), `limit` (<= 200) from `offset`;
+    /// check `node` for current admission.
+    function nodesPage(uint256 offset, uint256 limit) external view returns (address[] memory nodes) {
+        uint256 n = _pageLength(nodeCount, offset, limit);
+        nodes = new address[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            nodes[i] = _nodeAddress[offset + i + 1];
+        }
+    }
+
+    /// @notice The EIP-712 domain separator for this chain and contract.
+    function domainSeparator() public view returns (bytes32) {
+        return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
+    }
+
+    // ------------------------------------------------------------------ internals: voting
+
+    function _recordBatch(bytes32 root, bytes calldata cid, uint32 count, bytes32 schema, uint32 nodeId) private {
+        if (root == bytes32(0)) revert EmptyMerkleRoot();
+        if (cid.length == 0) revert EmptyCid();
+        if (count == 0) revert EmptyBatch();
+        Tally storage tally = _batches[root];
+        if (tally.status != Status.None) revert BatchAlreadySubmitted(root);
+        _open(tally);
+        tally.nodeId = nodeId;
+        tally.count = count;
+        uint64 index = batchCount++;
+        _batchAt[index] = root;
+        emit BatchSubmitted(root, nodeId, schema, cid, count, index);
+    }
+
+    function _propose(ProposalKind kind, address account, bytes32 target) private returns (uint64 proposalId) {
+        if (!_isMember(msg.sender)) revert CallerIsNotAMember(msg.sender);
+        proposalId = proposalCount++;
+        (uint32 snapshot, uint40 deadline) = _open(_proposals[proposalId]);
+        _actions[proposalId] = Action(kind, account, target);
+        emit ProposalCreated(proposalId, kind, msg.sender, account, target, snapshot, deadline);
+    }
+
+    /// @dev Opens `tally` for votes: snapshot of the electorate now, deadline one voting period away.
+    function _open(Tally storage tally) private returns (uint32 snapshot, uint40 deadline) {
+        snapshot = membershipClock;
+        deadline = uint40(block.timestamp) + votingPeriod;
+        tally.deadline = deadline;
+        tally.snapshot = snapshot;
+        tally.status = Status.Pending;
+    }
+
+    /// @dev Checks the caller may vote, records the vote, writes the tally's slot once.
+    /// `tally` is the caller's memory copy of `slot` (read once for the existence check).
+    function _castVote(
+        Tally storage slot,
+        Tally memory tally,
+        mapping(uint256 => uint256) storage overflowVoters,
+        bool support
+    ) private returns (uint24, uint24) {
+        if (tally.status != Status.Pending) revert NotPending(tally.status);
+        if (block.timestamp >= tally.deadline) revert VotingClosed(tally.deadline);
+        Member memory voter = _members[msg.sender];
+        if (voter.joinedAt == 0) revert CallerIsNotAMember(msg.sender);
+        if (voter.joinedAt > tally.snapshot || (voter.leftAt != 0 && voter.leftAt <= tally.snapshot)) {
+            revert NotInSnapshotElectorate(msg.sender, tally.snapshot);
+        }
+        if (voter.seat < _INLINE_SEATS) {
+            uint64 bit = uint64(1) << voter.seat;
+            if (tally.inlineVoters & bit != 0) revert AlreadyVoted(msg.sender);
+            tally.inlineVoters |= bit;
+        } else {
+            uint256 offset = voter.seat - _INLINE_SEATS;
+            uint256 bit = 1 << (offset & 0xff);
+            uint256 word = overflowVoters[offset >> 8];
+            if (word & bit != 0) revert AlreadyVoted(msg.sender);
+            overflowVoters[offset >> 8] = word | bit;
+        }
+        if (support) ++tally.yes;
+        else ++tally.no;
+        slot.yes = tally.yes;
+        slot.no = tally.no;
+        slot.inlineVoters = tally.inlineVoters;
+        return (tally.yes, tally.no);
+    }
+
+    /// @dev Decides a pending tally or reverts with VotingStillOpen / NotPending.
+    function _finalize(Tally storage tally) private returns (Status status, uint32 electorate) {
+        if (tally.status != Status.Pending) revert NotPending(tally.status);
+        electorate = _memberCountAt[tally.snapshot];
+        status = _decide(tally.yes, tally.no, electorate, block.timestamp >= tally.deadline);
+        if (status == Status.Pending) revert VotingStillOpen(tally.deadline);
+        tally.status = status;
+    }
+
+    /// @dev Outcome given the tally; Pending while the remaining electorate could still change it.
+    function _decide(uint256 yes, uint256 no, uint256 electorate, bool deadlinePassed)
+        private
+        view
+        returns (Status)
+    {
+        uint256 cast = yes + no;
+        uint256 quorum = quorumFor(electorate);
+        if (deadlinePassed) {
+            return (cast >= quorum && yes * 3 >= cast * 2) ? Status.Accepted : Status.Rejected;
+        }
+        uint256 remaining = electorate > cast ? electorate - cast : 0;
+        // Accepted even if every remaining member votes no.
+        if (cast >= quorum && yes * 3 >= (cast + remaining) * 2) return Status.Accepted;
+        // Rejected even if every remaining member votes yes.
+        if (cast + remaining < quorum || (yes + remaining) * 3 < (cast + remaining) * 2) return Status.Rejected;
+        return Status.Pending;
+    }
+
+    function _hasVoted(Tally storage tally, mapping(uint256 => uint256) storage overflowVoters, address voter)
+        private
+        view
+        returns (bool)
+    {
+        Member memory m = _members[voter];
+        if (m.joinedAt == 0) return false;
+        if (m.seat < _INLINE_SEATS) return tally.inlineVoters & (uint64(1) << m.seat) != 0;
+        uint256 offset = m.seat - _INLINE_SEATS;
+        return overflowVoters[offset >> 8] & (1 << (offset & 0xff)) != 0;
+    }
+
+    // ------------------------------------------------------------------ internals: state changes
+
+    /// @dev Runs an accepted proposal's action; false if its target had already changed.
+    function _execute(uint64 proposalId) private returns (bool) {
+        Action memory action = _actions[proposalId];
+        if (action.kind == ProposalKind.AddMember) return _addMember(action.account);
+        if (action.kind == ProposalKind.RemoveMember) return _removeMember(action.account);
+        if (action.kind == ProposalKind.AdmitNode) return _admitNode(action.account);
+        if (action.kind == ProposalKind.RemoveNode) return _removeNode(action.account);
+        return _revokeBatch(action.batch, proposalId);
+    }
+
+    function _addMember(address account) private returns (bool) {
+        if (account == address(0)) revert ZeroAddress();
+        if (_isMember(account)) return false;
+        uint32 seat = seatCount;
+        if (seat >= _MAX_SEATS) revert TooManySeats();
+        seatCount = seat + 1;
+        uint32 clock = ++membershipClock;
+        uint32 count = ++memberCount;
+        _members[account] = Member(seat, clock, 0);
+        _seatHolder[seat] = account;
+        _memberCountAt[clock] = count;
+        emit MemberAdded(account, seat, clock);
+        return true;
+    }
+
+    function _removeMember(address account) private returns (bool) {
+        if (!_isMember(account)) return false;
+        uint32 clock = ++membershipClock;
+        uint32 count = --memberCount;
+        _members[account].leftAt = clock;
+        _memberCountAt[clock] = count;
+        emit MemberRemoved(account, _members[account].seat, clock);
+        return true;
+    }
+
+    function _admitNode(address account) private returns (bool) {
+        if (account == address(0)) revert ZeroAddress();
+        if (_nodes[account].id != 0) return false;
+        uint32 nodeId = ++nodeCount;
+        ++activeNodeCount;
+        _nodes[account] = Node(nodeId, true);
+        _nodeAddress[nodeId] = account;
+        emit NodeAdmitted(account, nodeId);
+        return true;
+    }
+
+    function _removeNode(address account) private returns (bool) {
+        Node storage n = _nodes[account];
+        if (!n.active) return false;
+        n.active = false;
+        --activeNodeCount;
+        emit NodeRemoved(account, n.id);
+        return true;
+    }
+
+    function _revokeBatch(bytes32 root, uint64 proposalId) private returns (bool) {
+        Tally storage tally = _batches[root];
+        if (tally.status != Status.Accepted) return false;
+        tally.status = Status.Revoked;
+        emit BatchRevoked(root, proposalId);
+        return true;
+    }
+
+    // ------------------------------------------------------------------ internals: reads
+
+    function _isMember(address account) private view returns (bool) {
+        Member memory m = _members[account];
+        return m.joinedAt != 0 && m.leftAt == 0;
+    }
+
+    function _activeNodeId(address account) private view returns (uint32) {
+        Node memory n = _nodes[account];
+        return n.active ? n.id : 0;
+    }
+
+    function _tallyView(Tally memory t) private view returns (TallyView memory) {
+        return TallyView({
+            status: t.status,
+            yes: t.yes,
+            no: t.no,
+            snapshot: t.snapshot,
+            electorate: t.status == Status.None ? 0 : _memberCountAt[t.snapshot],
+            deadline: t.deadline
+        });
+    }
+
+    function _batchView(bytes32 root) private view returns (BatchView memory) {
+        Tally memory t = _batches[root];
+        return BatchView({root: root, nodeId: t.nodeId, count: t.count, tally: _tallyView(t)});
+    }
+
+    function _proposalView(uint64 proposalId) private view returns (ProposalView memory) {
+        Action memory action = _actions[proposalId];
+        return ProposalView({
+            id: proposalId,
+            kind: action.kind,
+            account: action.account,
+            batch: action.batch,
+            tally: _tallyView(_proposals[proposalId])
+        });
+    }
+
+    function _pageLength(uint256 total, uint256 offset, uint256 limit) private pure returns (uint256) {
+        if (limit > _MAX_PAGE) revert PageTooLarge(limit, _MAX_PAGE);
+        if (offset >= total) return 0;
+        uint256 available = total - offset;
+        return available < limit ? available : limit;
+    }
+
+    // ------------------------------------------------------------------ internals: signatures
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(abi.encode(_DOMAIN_TYPEHASH, _NAME_HASH, _VERSION_HASH, block.chainid, address(this)));
+    }
+
+    function _hashTypedData(bytes32 structHash) private view returns (bytes32) {
+        return keccak256(abi.encodePacked("\x19\x01", domainSeparator(), structHash));
+    }
+
+    /// @dev ecrecover with the checks it lacks: 65-byte length, low s, v in {27, 28}, nonzero signer.
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
+        if (signature.length != 65) revert InvalidSignature();
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if (uint256(s) > _HALF_CURVE_ORDER || (v != 27 && v != 28)) revert InvalidSignature();
+        signer = ecrecover(digest, v, r, s);
+        if (signer == address(0)) revert InvalidSignature();
+    }
+}

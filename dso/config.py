@@ -1,0 +1,105 @@
+"""Where dso keeps its state and which network it talks to.
+
+One JSON file (`$DSO_HOME/config.json`, default `~/.dso`) names the RPC URL, chain id and registry
+address. `dso devnet up` and `dso deploy` write it; every other command reads it. Pointing dso at
+another EVM network is a matter of this file (or the DSO_RPC_URL / DSO_REGISTRY environment
+variables), never of code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dso.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+def dso_home() -> Path:
+    """The state directory: $DSO_HOME, else ~/.dso."""
+    return Path(os.environ.get("DSO_HOME", Path.home() / ".dso")).expanduser()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old or the new content, never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The network dso talks to: an RPC endpoint and the registry deployed there."""
+
+    rpc_url: str
+    chain_id: int
+    registry: str
+    deploy_block: int = 0
+    name: str = "custom"
+
+    def to_json(self) -> str:
+        """Serialize with a version field, keys sorted."""
+        return json.dumps({"version": CONFIG_VERSION, **asdict(self)}, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "NetworkConfig":
+        """Validate and build from parsed JSON; raise ConfigError naming the bad field."""
+        if data.get("version") != CONFIG_VERSION:
+            raise ConfigError(f"{source}: unsupported config version {data.get('version')!r}, expected {CONFIG_VERSION}")
+        try:
+            config = cls(
+                rpc_url=str(data["rpc_url"]),
+                chain_id=int(data["chain_id"]),
+                registry=str(data["registry"]),
+                deploy_block=int(data.get("deploy_block", 0)),
+                name=str(data.get("name", "custom")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: missing or malformed field ({exc})") from exc
+        if not (config.registry.startswith("0x") and len(config.registry) == 42):
+            raise ConfigError(f"{source}: registry {config.registry!r} is not a 20-byte hex address")
+        return config
+
+
+def config_path() -> Path:
+    """Path of the active network config file."""
+    return dso_home() / "config.json"
+
+
+def save_config(config: NetworkConfig, path: Path | None = None) -> Path:
+    """Write the network config atomically and return its path."""
+    target = path or config_path()
+    atomic_write_text(target, config.to_json())
+    return target
+
+
+def load_config(path: Path | None = None) -> NetworkConfig:
+    """Read the network config, letting DSO_RPC_URL / DSO_REGISTRY override its fields."""
+    source = path or config_path()
+    try:
+        data = json.loads(source.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no network configured ({source} missing): run `dso devnet up` or `dso deploy`") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a JSON object")
+    data = {**data}
+    if os.environ.get("DSO_RPC_URL"):
+        data["rpc_url"] = os.environ["DSO_RPC_URL"]
+    if os.environ.get("DSO_REGISTRY"):
+        data["registry"] = os.environ["DSO_REGISTRY"]
+    return NetworkConfig.from_dict(data, source=str(source))

@@ -1,0 +1,200 @@
+"""The local devnet: Anvil (and, later, an IPFS node) started and stopped by PID.
+
+Why by PID and not through `npx`: killing npx leaves its child running. We start the native
+binary ourselves in a new session, record its PID next to its log, and stop exactly that process.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from dso.compile import PROJECT_ROOT
+from dso.errors import DevnetError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_ANVIL_PORT = 8545
+# Anvil's well-known development mnemonic: its keys are public, so they are fit for a devnet only.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def _platform_package() -> str:
+    system = {"Linux": "linux", "Darwin": "darwin", "Windows": "win32"}.get(platform.system(), "")
+    arch = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "")
+    return f"@foundry-rs/anvil-{system}-{arch}"
+
+
+def anvil_executable() -> Path:
+    """Locate Anvil: $DSO_ANVIL, the project's npm install (native binary), or `anvil` on PATH."""
+    override = os.environ.get("DSO_ANVIL")
+    candidates = [Path(override)] if override else []
+    candidates.append(PROJECT_ROOT / "node_modules" / _platform_package() / "bin" / "anvil")
+    on_path = shutil.which("anvil")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise DevnetError("anvil not found: run scripts/setup.sh (npm install) or set DSO_ANVIL to its path")
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    """A background service identified by the PID file it writes in `state_dir`."""
+
+    name: str
+    state_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The recorded PID if that process is still alive, else None (and a stale file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        except PermissionError:
+            return pid
+        if _is_zombie(pid):
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+        """Start `argv` detached in its own session with output to the log file; return its PID."""
+        if self.pid() is not None:
+            raise DevnetError(f"{self.name} already running (pid {self.pid()}); run `dso devnet down` first")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the process (SIGTERM, then SIGKILL after `timeout`); return whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            _signal_group(pid, signal.SIGKILL)
+        _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the log, for error messages."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not _is_zombie(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if `pid` is our child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_for_rpc(url: str, process: ManagedProcess, timeout: float = 15.0) -> int:
+    """Poll `eth_chainId` until the node answers; return the chain id or raise with the log tail."""
+    deadline = time.monotonic() + timeout
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    while time.monotonic() < deadline:
+        if process.pid() is None:
+            raise DevnetError(f"{process.name} exited during start-up:\n{process.log_tail()}")
+        try:
+            response = httpx.post(url, json=payload, timeout=1.0)
+            return int(response.json()["result"], 16)
+        except (httpx.HTTPError, KeyError, ValueError):
+            time.sleep(0.05)
+    raise DevnetError(f"{process.name} did not answer on {url} within {timeout:.0f}s:\n{process.log_tail()}")
+
+
+def start_anvil(
+    state_dir: Path,
+    port: int = DEFAULT_ANVIL_PORT,
+    host: str = DEFAULT_HOST,
+    chain_id: int = 31337,
+    block_time: float | None = None,
+) -> tuple[ManagedProcess, str]:
+    """Start Anvil on host:port (in-memory chain, dev mnemonic); return (process, RPC URL) once ready."""
+    process = ManagedProcess("anvil", state_dir)
+    argv = [
+        str(anvil_executable()),
+        "--host", host,
+        "--port", str(port),
+        "--chain-id", str(chain_id),
+        "--mnemonic", DEV_MNEMONIC,
+        "--silent",
+    ]
+    if block_time:
+        argv += ["--block-time", str(block_time)]
+    process.start(argv)
+    url = f"http://{host}:{port}"
+    try:
+        wait_for_rpc(url, process)
+    except DevnetError:
+        process.stop()
+        raise
+    return process, url
