@@ -176,12 +176,10 @@ contract ExperienceRegistry {
     /// @param schema Identifier of the document format, embedding model and codec (client-defined).
     /// @param cid Binary CID of the batch document on IPFS.
     /// @param count Number of experiences (Merkle leaves).
-    /// @param index Position in submission order (for `batchesPage`).
     /// @dev The node's address is `nodeAddress(nodeId)` (also in `NodeAdmitted`); the snapshot and
-    /// deadline are in `batch(root)`. Leaving them out of the log keeps submission under 80k gas.
-    event BatchSubmitted(
-        bytes32 indexed root, uint32 indexed nodeId, bytes32 indexed schema, bytes cid, uint32 count, uint64 index
-    );
+    /// deadline are in `batch(root)`; the position for `batchesPage` is the order of these events.
+    /// Leaving them out of the log keeps submission under 80k gas.
+    event BatchSubmitted(bytes32 indexed root, uint32 indexed nodeId, bytes32 indexed schema, bytes cid, uint32 count);
 
     /// @notice A governance proposal was created.
     event ProposalCreated(
@@ -529,9 +527,8 @@ contract ExperienceRegistry {
         _open(tally);
         tally.nodeId = nodeId;
         tally.count = count;
-        uint64 index = batchCount++;
-        _batchAt[index] = root;
-        emit BatchSubmitted(root, nodeId, schema, cid, count, index);
+        _batchAt[batchCount++] = root;
+        emit BatchSubmitted(root, nodeId, schema, cid, count);
     }
 
     function _propose(ProposalKind kind, address account, bytes32 target) private returns (uint64 proposalId) {

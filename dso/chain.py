@@ -102,11 +102,10 @@ class TxResult:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """A committed batch: its id (the root), the node's id, its position, and the transaction."""
+    """A committed batch: its id (the root), the node's id, and the transaction."""
 
     root: bytes
     node_id: int
-    index: int
     tx: TxResult
 
 
@@ -527,7 +526,7 @@ class Registry:
 
     def _submit_result(self, receipt: Any) -> SubmitResult:
         event = self._single_event(receipt, "BatchSubmitted")
-        return SubmitResult(bytes(HexBytes(event["root"])), int(event["nodeId"]), int(event["index"]), _tx_result(receipt))
+        return SubmitResult(bytes(HexBytes(event["root"])), int(event["nodeId"]), _tx_result(receipt))
 
     def _single_event(self, receipt: Any, name: str) -> dict[str, Any]:
         for log in receipt["logs"]:
