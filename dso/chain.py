@@ -565,8 +565,22 @@ def _send(w3: Web3, sender: LocalAccount, tx: dict[str, Any], decoder: ErrorDeco
     except Web3RPCError as exc:
         raise ChainError(f"node refused the transaction: {exc}") from exc
     if receipt["status"] != 1:
-        raise ChainError(f"transaction {HexBytes(tx_hash).to_0x_hex()} reverted on-chain after a successful simulation")
+        raise _mined_revert(w3, tx, receipt, decoder)
     return receipt
+
+
+def _mined_revert(w3: Web3, tx: dict[str, Any], receipt: Any, decoder: ErrorDecoder) -> ChainError:
+    """Explain a transaction that passed simulation but reverted when mined (state or time moved
+    in between, e.g. a vote mined after the deadline): replay it as a call in the block it was mined
+    in and decode the contract's error."""
+    tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+    call = {k: tx[k] for k in ("from", "to", "data") if k in tx}
+    try:
+        _rpc(lambda: w3.eth.call(call, block_identifier=receipt["blockNumber"]))
+    except (ContractCustomError, ContractLogicError) as exc:
+        revert = decoder.decode(getattr(exc, "data", None))
+        return ContractRevert(revert.name, revert.args_, f"transaction {tx_hash} reverted when mined: {revert}")
+    return ChainError(f"transaction {tx_hash} reverted when mined, after a successful simulation")
 
 
 def _fees(w3: Web3) -> dict[str, int]:

@@ -14,11 +14,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from dso.compile import PROJECT_ROOT
 from dso.errors import DevnetError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_ANVIL_PORT = 8545
@@ -176,9 +180,11 @@ def start_anvil(
     port: int = DEFAULT_ANVIL_PORT,
     host: str = DEFAULT_HOST,
     chain_id: int = 31337,
+    accounts: int = 10,
     block_time: float | None = None,
 ) -> tuple[ManagedProcess, str]:
-    """Start Anvil on host:port (in-memory chain, dev mnemonic); return (process, RPC URL) once ready."""
+    """Start Anvil on host:port (in-memory chain, `accounts` funded dev accounts from the dev
+    mnemonic); return (process, RPC URL) once it answers."""
     process = ManagedProcess("anvil", state_dir)
     argv = [
         str(anvil_executable()),
@@ -186,6 +192,7 @@ def start_anvil(
         "--port", str(port),
         "--chain-id", str(chain_id),
         "--mnemonic", DEV_MNEMONIC,
+        "--accounts", str(accounts),
         "--silent",
     ]
     if block_time:
@@ -198,3 +205,11 @@ def start_anvil(
         process.stop()
         raise
     return process, url
+
+
+def dev_accounts(count: int = 10) -> list["LocalAccount"]:
+    """The funded accounts Anvil derives from the dev mnemonic (m/44'/60'/0'/0/i)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]

@@ -32,7 +32,8 @@ SOLC_LINK="$SOLCX_DIR/solc-v$SOLC_VERSION"
 if [[ -e "$SOLC_LINK" && ! -L "$SOLC_LINK" ]]; then
   # A real solc installed by solcx.install_solc on a machine with internet: just as good, keep it.
   say "keeping existing $SOLC_LINK (not a symlink)"
-else
+elif [[ "$(readlink "$SOLC_LINK" 2>/dev/null || true)" != "$SOLC_WRAPPER" ]]; then
+  # Absent, or a link to another checkout's wrapper: point it at this one.
   ln -sfn "$SOLC_WRAPPER" "$SOLC_LINK"
   say "linked $SOLC_LINK -> $SOLC_WRAPPER"
 fi

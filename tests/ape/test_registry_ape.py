@@ -1,0 +1,122 @@
+"""ExperienceRegistry under ape: deploy, submit, vote, finalize, and the custom-error reverts.
+
+Setup (conftest.py): 3 members, 2 nodes, votingPeriod 3600 s, quorumBps 5000 (quorum 2 of 3).
+"""
+
+import ape
+
+VOTING_PERIOD = 3600
+QUORUM_BPS = 5000
+PENDING, ACCEPTED, REJECTED = 1, 2, 3  # ExperienceRegistry.Status
+
+
+def assert_error_inputs(revert_info, **expected):
+    """ape.reverts(**inputs) skips names the error does not have; check the names exist too."""
+    inputs = revert_info.value.inputs
+    for name, value in expected.items():
+        assert name in inputs, f"error has no input {name!r}: {inputs}"
+        assert inputs[name] == value
+
+
+def test_deploy_seeds_members_and_nodes(registry, members, nodes, outsider):
+    assert registry.votingPeriod() == VOTING_PERIOD
+    assert registry.quorumBps() == QUORUM_BPS
+    assert registry.memberCount() == 3
+    assert registry.activeNodeCount() == 2
+    assert all(registry.isMember(m) for m in members)
+    assert not registry.isMember(outsider)
+    assert [registry.node(n).id for n in nodes] == [1, 2]
+    assert registry.quorumFor(3) == 2
+
+
+def test_submit_batch_emits_event_and_is_pending(registry, nodes, cid, schema, root):
+    receipt = registry.submitBatch(root, cid, 3, schema, sender=nodes[0])
+
+    events = receipt.events.filter(registry.BatchSubmitted)
+    assert len(events) == 1
+    event = events[0]
+    assert event.root == root
+    assert event.nodeId == 1
+    assert event["schema"] == schema  # `event.schema` is pydantic's BaseModel.schema()
+    assert event.cid == cid
+    assert event.count == 3
+    assert registry.nodeAddress(event.nodeId) == nodes[0].address
+
+    view = registry.batch(root)
+    assert view.root == root
+    assert view.nodeId == 1
+    assert view.count == 3
+    assert view.tally.status == PENDING
+    assert (view.tally.yes, view.tally.no) == (0, 0)
+    assert view.tally.electorate == 3
+    assert view.tally.deadline == receipt.timestamp + VOTING_PERIOD
+    assert registry.batchCount() == 1
+
+
+def test_duplicate_root_reverts(registry, nodes, submitted, cid, schema):
+    root, _ = submitted
+    # Also from the other node: a root is accepted once, whoever sends it.
+    with ape.reverts(registry.BatchAlreadySubmitted, root=root) as info:
+        registry.submitBatch(root, cid, 1, schema, sender=nodes[1])
+    assert_error_inputs(info, root=root)
+    assert registry.batchCount() == 1
+
+
+def test_non_node_submit_reverts(registry, outsider, members, root, cid, schema):
+    for caller in (outsider, members[0]):  # members vote; only nodes submit
+        with ape.reverts(registry.CallerIsNotAnAdmittedNode) as info:
+            registry.submitBatch(root, cid, 1, schema, sender=caller)
+        assert_error_inputs(info, caller=caller.address)
+    assert registry.batch(root).tally.status == 0
+
+
+def test_two_yes_votes_then_finalize_accepts(registry, members, outsider, submitted):
+    root, _ = submitted
+    registry.voteOnBatch(root, True, sender=members[0])
+    registry.voteOnBatch(root, True, sender=members[1])
+
+    # 2 of 3 yes: the third vote cannot change the outcome, so anyone may finalize before the deadline.
+    receipt = registry.finalizeBatch(root, sender=outsider)
+
+    finalized = receipt.events.filter(registry.BatchFinalized)
+    assert len(finalized) == 1
+    assert finalized[0].status == ACCEPTED
+    assert (finalized[0].yes, finalized[0].no, finalized[0].electorate) == (2, 0, 3)
+    tally = registry.batch(root).tally
+    assert tally.status == ACCEPTED
+    assert (tally.yes, tally.no) == (2, 0)
+
+
+def test_member_voting_twice_reverts(registry, members, submitted):
+    root, _ = submitted
+    registry.voteOnBatch(root, True, sender=members[0])
+    assert registry.hasVotedOnBatch(root, members[0])
+
+    # Changing one's mind is a second vote too.
+    with ape.reverts(registry.AlreadyVoted, voter=members[0].address) as info:
+        registry.voteOnBatch(root, False, sender=members[0])
+    assert_error_inputs(info, voter=members[0].address)
+    assert (registry.batch(root).tally.yes, registry.batch(root).tally.no) == (1, 0)
+
+
+def test_finalize_before_decidable_reverts(registry, members, submitted):
+    root, receipt = submitted
+    deadline = receipt.timestamp + VOTING_PERIOD
+    # One yes of 3: below quorum, but the 2 outstanding votes could still accept or reject it.
+    registry.voteOnBatch(root, True, sender=members[0])
+
+    with ape.reverts(registry.VotingStillOpen, deadline=deadline) as info:
+        registry.finalizeBatch(root, sender=members[1])
+    assert_error_inputs(info, deadline=deadline)
+    assert registry.batch(root).tally.status == PENDING
+
+
+def test_deadline_without_quorum_rejects(chain, registry, members, submitted):
+    root, receipt = submitted
+    registry.voteOnBatch(root, True, sender=members[0])
+
+    chain.pending_timestamp = receipt.timestamp + VOTING_PERIOD
+    finalized = registry.finalizeBatch(root, sender=members[1]).events.filter(registry.BatchFinalized)
+
+    assert finalized[0].status == REJECTED  # 1 vote < quorum of 2 once voting has closed
+    assert registry.batch(root).tally.status == REJECTED
