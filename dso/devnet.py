@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class ManagedProcess:
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not process_alive(pid):
                 break
             time.sleep(0.05)
         else:
@@ -143,7 +144,8 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie awaiting its reaper counts as dead)."""
     _reap(pid)
     try:
         os.kill(pid, 0)
@@ -158,6 +160,21 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port on `host` that is free right now (for private test and benchmark devnets)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse to start where something already listens: we would otherwise talk to a stranger."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex((host, port)) == 0:
+            raise DevnetError(f"{host}:{port} is already in use by another process; pick another --port")
 
 
 def wait_for_rpc(url: str, process: ManagedProcess, timeout: float = 15.0) -> int:
@@ -186,6 +203,8 @@ def start_anvil(
     """Start Anvil on host:port (in-memory chain, `accounts` funded dev accounts from the dev
     mnemonic); return (process, RPC URL) once it answers."""
     process = ManagedProcess("anvil", state_dir)
+    if process.pid() is None:
+        ensure_port_free(host, port)
     argv = [
         str(anvil_executable()),
         "--host", host,

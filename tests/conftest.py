@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -12,19 +11,12 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from dso.chain import Registry, connect
-from dso.devnet import dev_accounts, start_anvil
+from dso.devnet import dev_accounts, free_port, start_anvil
 
 # ape's own test suite lives in tests/ape and runs under `ape test`, not plain pytest.
 collect_ignore = ["ape"]
 
 VOTING_PERIOD = 3_600
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Benchmarks whose results back every figure in the README (`python scripts/bench.py NAME`)."""

@@ -1,0 +1,37 @@
+"""Benchmarks behind the README's figures: `python scripts/bench.py gas [--markdown]`.
+
+Each benchmark writes bench/results/NAME.json; `--markdown` prints the README table from the
+stored results without rerunning (tests/test_readme.py checks the README against those files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dso.bench import gas
+from dso.config import atomic_write_text
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+BENCHMARKS = {"gas": (gas.run, gas.markdown_table)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--markdown", action="store_true", help="print the README table from stored results")
+    args = parser.parse_args(argv)
+    run, render = BENCHMARKS[args.name]
+    path = RESULTS_DIR / f"{args.name}.json"
+    if not args.markdown:
+        results = run()
+        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    print(render(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

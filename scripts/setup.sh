@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-command, idempotent set-up on a fresh machine (run from anywhere; safe to rerun):
+#   1. .venv with dso and its dev tools (pinned where the resolver would pick a broken set)
+#   2. npm tools from the committed lock file: Anvil (the devnet chain) and solcjs (the compiler)
+#   3. per-machine links that ape needs (scripts/setup-ape.sh)
+# Steps are skipped when their inputs (pyproject.toml, package-lock.json) have not changed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+STAMPS="$ROOT/.venv/.dso-stamps"
+
+say() { echo "setup: $*"; }
+die() { echo "setup: $*" >&2; exit 1; }
+digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+# --- Node.js (for Anvil's npm package and solcjs) ------------------------------------------------
+if ! command -v npm >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing nodejs and npm from apt"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  else
+    die "Node.js and npm are required (https://nodejs.org or your package manager)"
+  fi
+fi
+
+# --- Python ----------------------------------------------------------------------------------------
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "Python >= 3.10 required ($PYTHON is $("$PYTHON" --version))"
+[[ -x .venv/bin/python ]] || { say "creating .venv"; "$PYTHON" -m venv .venv; }
+mkdir -p "$STAMPS"
+py_inputs=$(digest pyproject.toml)
+if [[ "$(cat "$STAMPS/python" 2>/dev/null)" != "$py_inputs" ]]; then
+  say "installing Python packages (about a minute on a fresh machine)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$py_inputs" > "$STAMPS/python"
+fi
+
+# --- npm tools -------------------------------------------------------------------------------------
+npm_inputs=$(digest package.json package-lock.json)
+if [[ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$npm_inputs" || ! -d node_modules/solc ]]; then
+  say "installing npm tools (anvil, solc) from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$npm_inputs" > "$STAMPS/npm"
+fi
+.venv/bin/python -c 'from dso.devnet import anvil_executable; anvil_executable()' || die "anvil missing after npm ci"
+
+# --- ape ----------------------------------------------------------------------------------------
+SETUP_APE_QUIET=1 bash scripts/setup-ape.sh
+say "ok: .venv/bin/dso $(.venv/bin/dso --version | cut -d' ' -f3), $(scripts/solc --version | tail -n1), $(.venv/bin/anvil --version | head -n1)"

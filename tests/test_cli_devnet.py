@@ -1,0 +1,102 @@
+"""The `dso` command as a user runs it: devnet up/down by PID, deploy from a keystore, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from dso.chain import Registry
+from dso.devnet import free_port, process_alive
+
+DSO = [sys.executable, "-m", "dso"]
+
+
+def run_dso(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DSO, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DSO_HOME": str(home), "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_devnet_up_deploys_writes_config_and_down_stops_anvil_by_pid(tmp_path):
+    port = free_port()
+    up = run_dso(tmp_path, "devnet", "up", "--port", str(port))
+    try:
+        assert up.returncode == 0, up.stderr
+        config = json.loads((tmp_path / "config.json").read_text())
+        assert config["rpc_url"] == f"http://127.0.0.1:{port}" and config["chain_id"] == 31337
+        registry = Registry.at(config["rpc_url"], config["registry"])
+        assert len(registry.members()) == 5 and len(registry.nodes()) == 4
+        pid = int((tmp_path / "devnet" / "anvil.pid").read_text())
+        assert process_alive(pid)
+        status = run_dso(tmp_path, "status")
+        assert status.returncode == 0 and "50% of the electorate" in status.stdout
+        again = run_dso(tmp_path, "devnet", "up", "--port", str(port))
+        assert again.returncode == 1 and "already running" in again.stderr and "Traceback" not in again.stderr
+    finally:
+        down = run_dso(tmp_path, "devnet", "down")
+    assert down.returncode == 0 and "anvil stopped" in down.stdout
+    assert not process_alive(pid)
+    assert not (tmp_path / "devnet" / "anvil.pid").exists()
+    gone = run_dso(tmp_path, "status")
+    assert gone.returncode == 1 and "unreachable" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_devnet_up_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        result = run_dso(tmp_path, "devnet", "up", "--port", str(sock.getsockname()[1]))
+    assert result.returncode == 1 and "already in use" in result.stderr
+    assert not (tmp_path / "devnet" / "anvil.pid").exists()
+
+
+def test_status_without_config_tells_the_user_what_to_run(tmp_path):
+    result = run_dso(tmp_path, "status")
+    assert result.returncode == 1 and "dso devnet up" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_config_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    result = run_dso(tmp_path, "status")
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+
+
+def test_deploy_to_an_rpc_url_with_a_keystore(tmp_path, anvil_url, accounts):
+    keystore = tmp_path / "deployer.json"
+    keystore.write_text(json.dumps(Account.encrypt(accounts[0].key, "s3cret", iterations=2)))
+    member, node = accounts[1].address, accounts[6].address
+    args = ["deploy", "--rpc-url", anvil_url, "--keystore", str(keystore), "--password-env", "DEPLOY_PW", "--member", member, "--node", node, "--name", "testnet"]
+    result = run_dso(tmp_path, *args, env={"DEPLOY_PW": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["name"] == "testnet"
+    registry = Registry.at(anvil_url, config["registry"])
+    assert registry.members() == [member] and registry.nodes() == [(1, node, True)]
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_deploy_with_wrong_password_fails_cleanly(tmp_path, anvil_url, accounts):
+    keystore = tmp_path / "deployer.json"
+    keystore.write_text(json.dumps(Account.encrypt(accounts[0].key, "right", iterations=2)))
+    result = run_dso(tmp_path, "deploy", "--rpc-url", anvil_url, "--keystore", str(keystore), "--password-env", "PW", "--member", accounts[1].address, env={"PW": "wrong"})
+    assert result.returncode == 1 and "wrong password" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_deploy_to_a_dead_rpc_fails_cleanly(tmp_path, accounts):
+    keystore = tmp_path / "deployer.json"
+    keystore.write_text(json.dumps(Account.encrypt(accounts[0].key, "pw", iterations=2)))
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_dso(tmp_path, "deploy", "--rpc-url", dead, "--keystore", str(keystore), "--password-env", "PW", "--member", accounts[1].address, env={"PW": "pw"})
+    assert result.returncode == 1 and "unreachable" in result.stderr and "Traceback" not in result.stderr
