@@ -21,7 +21,7 @@ die() { echo "setup-ape: $*" >&2; exit 1; }
 say() { [[ "${SETUP_APE_QUIET:-0}" == 1 ]] || echo "setup-ape: $*"; }
 
 [[ -x "$VENV_BIN/ape" ]] || die "missing $VENV_BIN/ape; create .venv and pip install -e '.[dev]' first"
-[[ -d "$ROOT/node_modules/solc" ]] || die "missing node_modules/solc; run 'npm ci' first"
+[[ -d "$ROOT/node_modules/solc" ]] || die "missing node_modules/solc; run scripts/setup.sh first"
 command -v node >/dev/null || die "node is required by scripts/solc"
 [[ -x "$SOLC_WRAPPER" ]] || chmod +x "$SOLC_WRAPPER"
 
@@ -45,7 +45,7 @@ anvil_native=""
 for candidate in "$ROOT"/node_modules/@foundry-rs/anvil-*/bin/anvil; do
   [[ -x "$candidate" ]] && { anvil_native="$candidate"; break; }
 done
-[[ -n "$anvil_native" ]] || die "no native anvil under node_modules/@foundry-rs/anvil-*/bin; run 'npm ci' first"
+[[ -n "$anvil_native" ]] || die "no native anvil under node_modules/@foundry-rs/anvil-*/bin; run scripts/setup.sh first"
 # Relative link: survives moving the checkout (the venv's own scripts do not, but that is pip's call).
 rel_target="../../${anvil_native#"$ROOT/"}"
 if [[ "$(readlink "$VENV_BIN/anvil" 2>/dev/null || true)" != "$rel_target" ]]; then

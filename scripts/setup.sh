@@ -41,10 +41,12 @@ fi
 npm_inputs=$(digest package.json package-lock.json)
 if [[ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$npm_inputs" || ! -d node_modules/solc ]]; then
   say "installing npm tools (anvil, solc) from package-lock.json"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install` with the lock present, not `npm ci`: ci rejects the lock because Anvil's
+  # other-platform optional packages (darwin, win32, linux-arm64) are absent from it.
+  npm install --no-audit --no-fund --loglevel=error
   echo "$npm_inputs" > "$STAMPS/npm"
 fi
-.venv/bin/python -c 'from dso.devnet import anvil_executable; anvil_executable()' || die "anvil missing after npm ci"
+.venv/bin/python -c 'from dso.devnet import anvil_executable; anvil_executable()' || die "anvil missing after npm install"
 
 # --- ape ----------------------------------------------------------------------------------------
 SETUP_APE_QUIET=1 bash scripts/setup-ape.sh
