@@ -1,4 +1,4 @@
-"""Benchmarks behind the README's figures: `python scripts/bench.py gas [--markdown]`.
+"""Benchmarks behind the README's figures: `python scripts/bench.py NAME [--markdown]`.
 
 Each benchmark writes bench/results/NAME.json; `--markdown` prints the README table from the
 stored results without rerunning (tests/test_readme.py checks the README against those files).
@@ -7,15 +7,21 @@ stored results without rerunning (tests/test_readme.py checks the README against
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
-from dso.bench import gas
 from dso.config import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
-BENCHMARKS = {"gas": (gas.run, gas.markdown_table)}
+# Each module under dso/bench/ exposes run() -> results dict and markdown_table(results) -> str.
+BENCHMARKS = {
+    "gas": "dso.bench.gas",
+    "size": "dso.bench.size",
+    "retrieval": "dso.bench.retrieval",
+    "store": "dso.bench.store",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--markdown", action="store_true", help="print the README table from stored results")
     args = parser.parse_args(argv)
-    run, render = BENCHMARKS[args.name]
+    module = importlib.import_module(BENCHMARKS[args.name])
+    run, render = module.run, module.markdown_table
     path = RESULTS_DIR / f"{args.name}.json"
     if not args.markdown:
         results = run()

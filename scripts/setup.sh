@@ -48,6 +48,16 @@ if [[ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$npm_inputs" || ! -d node_modules/s
 fi
 .venv/bin/python -c 'from dso.devnet import anvil_executable; anvil_executable()' || die "anvil missing after npm install"
 
+# --- the devnet IPFS node (js-ipfs, its own lock file under ipfs/) -------------------------------
+if [[ -f ipfs/package.json ]]; then
+  ipfs_inputs=$(digest ipfs/package.json ipfs/package-lock.json)
+  if [[ "$(cat "$STAMPS/ipfs" 2>/dev/null)" != "$ipfs_inputs" || ! -d ipfs/node_modules ]]; then
+    say "installing the devnet IPFS node (js-ipfs) from ipfs/package-lock.json (1-4 minutes)"
+    (cd ipfs && npm install --no-audit --no-fund --loglevel=error)
+    echo "$ipfs_inputs" > "$STAMPS/ipfs"
+  fi
+fi
+
 # --- ape ----------------------------------------------------------------------------------------
 SETUP_APE_QUIET=1 bash scripts/setup-ape.sh
 say "ok: .venv/bin/dso $(.venv/bin/dso --version | cut -d' ' -f3), $(scripts/solc --version | tail -n1), $(.venv/bin/anvil --version | head -n1)"
