@@ -1,0 +1,193 @@
+"""Batch documents: many experiences in one canonical, content-addressed object.
+
+A batch document is deterministic CBOR: a header (version, embedding model and dimension, codec,
+baseline id, node, creation time, count, Merkle root) and the list of leaves, each the canonical
+bytes of one experience. Its IPFS CID is computed over these bytes and committed on-chain with the
+root. A client that fetched a document checks, with `verify_document`, that it decodes strictly,
+that every leaf is a valid experience consistent with the header, and that the root recomputed
+from the leaves equals both the header's and the chain's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cbor2
+
+from dso.errors import DsoError
+from dso.experience import Experience, ExperienceError, validate_identifier
+from dso.merkle import merkle_root
+
+DOCUMENT_VERSION = 1
+DOCUMENT_KIND = "dso/batch"
+MAX_DOCUMENT_BYTES = 1 << 20  # one IPFS block: the CID stays verifiable from the bytes alone
+MAX_LEAVES = 65_536
+
+
+class BatchError(DsoError):
+    """A batch document is malformed, inconsistent, or does not match the chain."""
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """What every experience in a batch shares, and the commitment to them."""
+
+    model: str
+    dim: int
+    codec: str
+    baseline: bytes  # sha256 id of the codec's baseline vector (32 bytes; zeros when none)
+    node: bytes
+    created_at: int
+    count: int
+    root: bytes
+
+    @property
+    def schema_id(self) -> bytes:
+        """32-byte id of (document version, model, dim, codec, baseline): the contract's indexed
+        `schema`, so clients can filter batches they can read without fetching them."""
+        label = f"{DOCUMENT_KIND}/{DOCUMENT_VERSION}|{self.model}|{self.dim}|{self.codec}|{self.baseline.hex()}"
+        return hashlib.sha256(label.encode()).digest()
+
+
+@dataclass(frozen=True)
+class BatchDocument:
+    """A header plus its experiences, in leaf order."""
+
+    header: BatchHeader
+    experiences: tuple[Experience, ...]
+
+    @property
+    def leaves(self) -> list[bytes]:
+        return [e.canonical_bytes() for e in self.experiences]
+
+    def to_bytes(self) -> bytes:
+        """The canonical document bytes (what is pinned and whose CID is committed)."""
+        h = self.header
+        body = {
+            "v": DOCUMENT_VERSION,
+            "kind": DOCUMENT_KIND,
+            "model": h.model,
+            "dim": h.dim,
+            "codec": h.codec,
+            "baseline": h.baseline,
+            "node": h.node,
+            "ts": h.created_at,
+            "count": h.count,
+            "root": h.root,
+            "leaves": self.leaves,
+        }
+        data = cbor2.dumps(body, canonical=True)
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise BatchError(f"batch document is {len(data):,} bytes; split it (limit {MAX_DOCUMENT_BYTES:,}, one IPFS block)")
+        return data
+
+
+def build_batch(experiences: Sequence[Experience], dim: int, baseline: bytes, created_at: int) -> BatchDocument:
+    """Bundle experiences of one node, model and codec into a document with its Merkle root."""
+    if not experiences:
+        raise BatchError("a batch needs at least one experience")
+    if len(experiences) > MAX_LEAVES:
+        raise BatchError(f"a batch holds at most {MAX_LEAVES} experiences, got {len(experiences)}")
+    first = experiences[0]
+    for e in experiences:
+        if (e.model, e.codec, e.node) != (first.model, first.codec, first.node):
+            raise BatchError("all experiences of a batch must share model, codec and node")
+    ids = [e.experience_id for e in experiences]
+    if len(set(ids)) != len(ids):
+        raise BatchError("a batch must not repeat an experience")
+    if len(baseline) != 32:
+        raise BatchError("baseline id must be 32 bytes")
+    header = BatchHeader(
+        model=first.model,
+        dim=dim,
+        codec=first.codec,
+        baseline=bytes(baseline),
+        node=first.node,
+        created_at=created_at,
+        count=len(experiences),
+        root=merkle_root([e.canonical_bytes() for e in experiences]),
+    )
+    return BatchDocument(header, tuple(experiences))
+
+
+def parse_document(data: bytes) -> BatchDocument:
+    """Strictly decode document bytes: schema, canonical form, valid leaves, header consistency
+    and the Merkle root recomputed from the leaves. Raise BatchError saying what is wrong."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise BatchError(f"document is {len(data):,} bytes, above the {MAX_DOCUMENT_BYTES:,} limit")
+    try:
+        body = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise BatchError(f"document is not valid CBOR: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BatchError("document must be a CBOR map")
+    expected = {"v", "kind", "model", "dim", "codec", "baseline", "node", "ts", "count", "root", "leaves"}
+    if set(body) != expected:
+        raise BatchError(f"document fields wrong: missing {sorted(expected - set(body))}, unexpected {sorted(map(str, set(body) - expected))}")
+    if body["v"] != DOCUMENT_VERSION or body["kind"] != DOCUMENT_KIND:
+        raise BatchError(f"unsupported document {body['kind']!r} version {body['v']!r}")
+    leaves = body["leaves"]
+    if not isinstance(leaves, list) or not all(isinstance(x, bytes) for x in leaves) or not leaves:
+        raise BatchError("leaves must be a non-empty list of byte strings")
+    for name in ("dim", "ts", "count"):
+        if isinstance(body[name], bool) or not isinstance(body[name], int) or body[name] < 0:
+            raise BatchError(f"{name} must be a non-negative integer")
+    for name, size in (("baseline", 32), ("node", 20), ("root", 32)):
+        if not isinstance(body[name], bytes) or len(body[name]) != size:
+            raise BatchError(f"{name} must be {size} bytes")
+    try:
+        model = validate_identifier(body["model"], "model")
+        codec = validate_identifier(body["codec"], "codec")
+        experiences = tuple(Experience.from_bytes(leaf) for leaf in leaves)
+    except ExperienceError as exc:
+        raise BatchError(f"invalid experience in document: {exc}") from exc
+    header = BatchHeader(model, body["dim"], codec, body["baseline"], body["node"], body["ts"], body["count"], body["root"])
+    if header.count != len(leaves):
+        raise BatchError(f"header count {header.count} but {len(leaves)} leaves")
+    for e in experiences:
+        if (e.model, e.codec, e.node) != (model, codec, header.node):
+            raise BatchError(f"experience {e.experience_id[:12]} disagrees with the header's model, codec or node")
+    if merkle_root(leaves) != header.root:
+        raise BatchError("Merkle root recomputed from the leaves differs from the header's root")
+    document = BatchDocument(header, experiences)
+    if document.to_bytes() != data:
+        raise BatchError("document bytes are not in canonical form")
+    return document
+
+
+def verify_document(
+    data: bytes, onchain_root: bytes, onchain_count: int | None = None, onchain_schema: bytes | None = None
+) -> BatchDocument:
+    """Parse `data` and check it against what the chain committed (root, count, schema); raise
+    BatchError on mismatch.
+
+    CAUTION: the root binds the leaves, the schema binds model, dim, codec and baseline, but the
+    header's creation time is bound only by the document's CID: callers must also check the CID
+    of the fetched bytes (the content store's `get` does).
+    """
+    document = parse_document(data)
+    if onchain_schema is not None and document.header.schema_id != bytes(onchain_schema):
+        raise BatchError("document schema (model, dim, codec, baseline) differs from the on-chain schema")
+    if document.header.root != bytes(onchain_root):
+        raise BatchError(f"document root {document.header.root.hex()} differs from the on-chain root {bytes(onchain_root).hex()}")
+    if onchain_count is not None and document.header.count != onchain_count:
+        raise BatchError(f"document holds {document.header.count} experiences; the chain says {onchain_count}")
+    return document
+
+
+def summarize(document: BatchDocument) -> dict[str, Any]:
+    """A readable header for CLI output."""
+    h = document.header
+    return {
+        "model": h.model,
+        "dim": h.dim,
+        "codec": h.codec,
+        "baseline": h.baseline.hex(),
+        "node": "0x" + h.node.hex(),
+        "created_at": h.created_at,
+        "count": h.count,
+        "root": h.root.hex(),
+        "schema": h.schema_id.hex(),
+    }
