@@ -3,7 +3,8 @@
 One JSON file (`$DSO_HOME/config.json`, default `~/.dso`) names the RPC URL, chain id and registry
 address. `dso devnet up` and `dso deploy` write it; every other command reads it. Pointing dso at
 another EVM network is a matter of this file (or the DSO_RPC_URL / DSO_REGISTRY environment
-variables), never of code.
+variables), never of code. The same goes for IPFS: `ipfs_api` (or DSO_IPFS_API) names any Kubo
+RPC endpoint; without one, dso keeps objects in an embedded local store with the same CIDs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class NetworkConfig:
     registry: str
     deploy_block: int = 0
     name: str = "custom"
+    ipfs_api: str | None = None  # Kubo RPC API URL; None: the embedded local store under $DSO_HOME
 
     def to_json(self) -> str:
         """Serialize with a version field, keys sorted."""
@@ -66,6 +68,7 @@ class NetworkConfig:
                 registry=str(data["registry"]),
                 deploy_block=int(data.get("deploy_block", 0)),
                 name=str(data.get("name", "custom")),
+                ipfs_api=str(data["ipfs_api"]) if data.get("ipfs_api") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: missing or malformed field ({exc})") from exc
@@ -102,4 +105,6 @@ def load_config(path: Path | None = None) -> NetworkConfig:
         data["rpc_url"] = os.environ["DSO_RPC_URL"]
     if os.environ.get("DSO_REGISTRY"):
         data["registry"] = os.environ["DSO_REGISTRY"]
+    if os.environ.get("DSO_IPFS_API"):
+        data["ipfs_api"] = os.environ["DSO_IPFS_API"]
     return NetworkConfig.from_dict(data, source=str(source))
