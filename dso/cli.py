@@ -13,7 +13,7 @@ from rich.table import Table
 from dso import __version__
 from dso.chain import Registry, Status, connect
 from dso.config import NetworkConfig, atomic_write_text, dso_home, load_config, save_config
-from dso.devnet import DEFAULT_ANVIL_PORT, ManagedProcess, dev_accounts, start_anvil
+from dso.devnet import DEFAULT_ANVIL_PORT, DEFAULT_IPFS_PORT, ManagedProcess, dev_accounts, start_anvil, start_ipfs
 from dso.errors import DsoError
 from dso.wallet import load_keystore, password_from_env_or_prompt
 
@@ -37,13 +37,23 @@ def devnet() -> None:
     """A local devnet: Anvil on 127.0.0.1 with a freshly deployed registry."""
 
 
+DEVNET_SERVICES = ("anvil", "ipfs")
+
+
 @devnet.command("up")
 @click.option("--port", default=DEFAULT_ANVIL_PORT, show_default=True, help="Anvil RPC port.")
+@click.option("--ipfs-port", default=DEFAULT_IPFS_PORT, show_default=True, help="IPFS RPC API port.")
 @click.option("--voting-period", default=3_600, show_default=True, help="Seconds each batch stays open for votes.")
 @click.option("--quorum-bps", default=5_000, show_default=True, help="Quorum, basis points of the electorate.")
-def devnet_up(port: int, voting_period: int, quorum_bps: int) -> None:
-    """Start Anvil, deploy the registry with dev members and nodes, write the network config."""
+def devnet_up(port: int, ipfs_port: int, voting_period: int, quorum_bps: int) -> None:
+    """Start Anvil and the IPFS node, deploy the registry with dev members and nodes, write the
+    network config."""
     process, url = start_anvil(devnet_dir(), port=port)
+    try:
+        ipfs_process, ipfs_api = start_ipfs(devnet_dir(), port=ipfs_port)
+    except BaseException:
+        process.stop()
+        raise
     try:
         accounts = dev_accounts(10)
         roles = {role: [accounts[i] for i in indexes] for role, indexes in DEVNET_ROLES.items()}
@@ -58,8 +68,9 @@ def devnet_up(port: int, voting_period: int, quorum_bps: int) -> None:
         )
     except BaseException:
         process.stop()
+        ipfs_process.stop()
         raise
-    config = NetworkConfig(url, w3.eth.chain_id, registry.address, deploy.block_number, name="devnet")
+    config = NetworkConfig(url, w3.eth.chain_id, registry.address, deploy.block_number, name="devnet", ipfs_api=ipfs_api)
     path = save_config(config)
     accounts_doc = {
         "mnemonic": "Anvil's public dev mnemonic (see dso.devnet.DEV_MNEMONIC): never use on a real network",
@@ -73,23 +84,27 @@ def devnet_up(port: int, voting_period: int, quorum_bps: int) -> None:
     table.add_row("deploy gas", f"{deploy.gas_used:,}")
     table.add_row("members", "\n".join(a.address for a in roles["members"]))
     table.add_row("nodes", "\n".join(a.address for a in roles["nodes"]))
-    table.add_row("anvil pid", str(process.pid()))
+    table.add_row("IPFS API", ipfs_api)
+    table.add_row("pids", f"anvil {process.pid()}, ipfs {ipfs_process.pid()}")
     table.add_row("config", str(path))
     console.print(table)
 
 
 @devnet.command("down")
 def devnet_down() -> None:
-    """Stop the devnet's Anvil (by PID). The chain is in memory: its state is gone."""
-    stopped = ManagedProcess("anvil", devnet_dir()).stop()
-    console.print("anvil stopped" if stopped else "anvil was not running")
+    """Stop the devnet's Anvil and IPFS node (by PID). The chain is in memory: its state is gone;
+    the IPFS repo stays under $DSO_HOME/devnet."""
+    for name in DEVNET_SERVICES:
+        stopped = ManagedProcess(name, devnet_dir()).stop()
+        console.print(f"{name} stopped" if stopped else f"{name} was not running")
 
 
 @devnet.command("status")
 def devnet_status() -> None:
-    """Show whether the devnet's Anvil is running."""
-    pid = ManagedProcess("anvil", devnet_dir()).pid()
-    console.print(f"anvil running (pid {pid})" if pid else "anvil not running")
+    """Show whether the devnet's Anvil and IPFS node are running."""
+    for name in DEVNET_SERVICES:
+        pid = ManagedProcess(name, devnet_dir()).pid()
+        console.print(f"{name} running (pid {pid})" if pid else f"{name} not running")
 
 
 @cli.command()
@@ -118,6 +133,7 @@ def status() -> None:
     params = registry.parameters()
     table = Table(title=f"{config.name}: {config.registry}", show_header=False)
     table.add_row("RPC / chain id", f"{config.rpc_url} / {config.chain_id}")
+    table.add_row("IPFS API", config.ipfs_api or f"embedded local store ({dso_home() / 'blocks'})")
     table.add_row("voting period", f"{params['voting_period']} s")
     table.add_row("quorum", f"{params['quorum_bps'] / 100:g}% of the electorate")
     table.add_row("members", str(params["member_count"]))

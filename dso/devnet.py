@@ -1,4 +1,4 @@
-"""The local devnet: Anvil (and, later, an IPFS node) started and stopped by PID.
+"""The local devnet: Anvil and an offline IPFS node (js-ipfs), each started and stopped by PID.
 
 Why by PID and not through `npx`: killing npx leaves its child running. We start the native
 binary ourselves in a new session, record its PID next to its log, and stop exactly that process.
@@ -232,3 +232,73 @@ def dev_accounts(count: int = 10) -> list["LocalAccount"]:
 
     Account.enable_unaudited_hdwallet_features()
     return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+# --- the devnet IPFS node (js-ipfs, ipfs/daemon.mjs) ---------------------------------------------
+
+DEFAULT_IPFS_PORT = 5002
+IPFS_DIR = PROJECT_ROOT / "ipfs"
+IPFS_DAEMON = IPFS_DIR / "daemon.mjs"
+# The packages daemon.mjs imports; their presence means `npm install` in ipfs/ has run.
+_IPFS_PACKAGES = ("ipfs-core", "ipfs-http-server")
+
+
+def node_executable() -> Path:
+    """Locate Node.js: $DSO_NODE or `node` on PATH."""
+    override = os.environ.get("DSO_NODE")
+    candidate = override or shutil.which("node")
+    if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+        return Path(candidate)
+    raise DevnetError("Node.js not found: install it (scripts/setup.sh does) or set DSO_NODE to its path")
+
+
+def ipfs_installed() -> bool:
+    """Whether the devnet IPFS node can start: Node.js, ipfs/daemon.mjs and its npm packages."""
+    try:
+        node_executable()
+    except DevnetError:
+        return False
+    packages = IPFS_DIR / "node_modules"
+    return IPFS_DAEMON.is_file() and all((packages / name / "package.json").is_file() for name in _IPFS_PACKAGES)
+
+
+def wait_for_ipfs(url: str, process: ManagedProcess, timeout: float = 30.0) -> str:
+    """Poll the Kubo RPC `/api/v0/id` until the node answers; return its peer id or raise with the
+    log tail (the process exiting early fails fast)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.pid() is None:
+            raise DevnetError(f"{process.name} exited during start-up:\n{process.log_tail()}")
+        try:
+            response = httpx.post(f"{url}/api/v0/id", timeout=1.0)
+            return str(response.json()["ID"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            time.sleep(0.05)
+    raise DevnetError(f"{process.name} did not answer on {url} within {timeout:.0f}s:\n{process.log_tail()}")
+
+
+def start_ipfs(state_dir: Path, port: int = DEFAULT_IPFS_PORT, host: str = DEFAULT_HOST) -> tuple[ManagedProcess, str]:
+    """Start the offline js-ipfs node (repo in state_dir/ipfs-repo, Kubo RPC API on host:port);
+    return (process, API URL) once the API answers. Stop it with `process.stop()` (SIGTERM: the
+    node closes its repo and exits 0).
+
+    The node never starts libp2p: no peers, no swarm ports, no preload. Content added before a
+    restart is still there (the repo persists in state_dir).
+    """
+    if not ipfs_installed():
+        raise DevnetError("the devnet IPFS node is not installed: run scripts/setup.sh (npm install in ipfs/)")
+    process = ManagedProcess("ipfs", state_dir)
+    repo = state_dir / "ipfs-repo"
+    if process.pid() is None:
+        ensure_port_free(host, port)
+        # A node killed by SIGKILL leaves its lock behind; no node of ours runs, so it is stale.
+        shutil.rmtree(repo / "repo.lock", ignore_errors=True)
+    argv = [str(node_executable()), str(IPFS_DAEMON), "--repo", str(repo), "--port", str(port), "--host", host]
+    process.start(argv, cwd=IPFS_DIR)
+    url = f"http://{host}:{port}"
+    try:
+        wait_for_ipfs(url, process)
+    except DevnetError:
+        process.stop()
+        raise
+    return process, url

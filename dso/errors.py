@@ -43,3 +43,43 @@ class ContractRevert(ChainError):
 
 class SignatureError(DsoError):
     """A signature could not be made or does not verify."""
+
+
+class EmbeddingError(DsoError):
+    """An embedder name is unknown, its input is not a list of texts, or it produced unusable vectors."""
+
+
+class EmbedderUnavailable(EmbeddingError):
+    """The package that ships an embedding model, or the runtime that executes it, is not installed."""
+
+
+class CodecError(DsoError):
+    """Vectors or codes do not fit a codec: wrong dimension or width, NaN/inf, zero vector, unknown codec id."""
+
+
+class StoreError(DsoError):
+    """The content store (IPFS node or local blockstore) failed to store, find or verify an object."""
+
+
+class StoreUnavailable(StoreError):
+    """The IPFS RPC API could not be reached (refused, unroutable); nothing was stored or read."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """The IPFS RPC API accepted the connection but did not answer within the client's timeout."""
+
+
+class ContentNotFound(StoreError):
+    """The store does not hold the object, or the node could not retrieve it within its timeout."""
+
+
+class CidMismatch(StoreError):
+    """Bytes do not hash to the CID they were stored or fetched under: corruption or a lying node."""
+
+
+class ObjectTooLarge(StoreError):
+    """A payload exceeds the single-block limit, or a fetched object exceeds the caller's max_bytes."""
+
+
+class InvalidCid(StoreError):
+    """A CID is malformed, or is not the form dso stores (CIDv1, raw codec, sha2-256)."""

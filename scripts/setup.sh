@@ -50,7 +50,7 @@ fi
 
 # --- the devnet IPFS node (js-ipfs, its own lock file under ipfs/) -------------------------------
 if [[ -f ipfs/package.json ]]; then
-  ipfs_inputs=$(digest ipfs/package.json ipfs/package-lock.json)
+  ipfs_inputs=$(digest ipfs/package.json ipfs/package-lock.json ipfs/.npmrc)
   if [[ "$(cat "$STAMPS/ipfs" 2>/dev/null)" != "$ipfs_inputs" || ! -d ipfs/node_modules ]]; then
     say "installing the devnet IPFS node (js-ipfs) from ipfs/package-lock.json (1-4 minutes)"
     (cd ipfs && npm install --no-audit --no-fund --loglevel=error)

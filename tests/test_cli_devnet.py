@@ -29,25 +29,26 @@ def run_dso(home: Path, *args: str, env: dict[str, str] | None = None) -> subpro
 
 
 def test_devnet_up_deploys_writes_config_and_down_stops_anvil_by_pid(tmp_path):
-    port = free_port()
-    up = run_dso(tmp_path, "devnet", "up", "--port", str(port))
+    port, ipfs_port = free_port(), free_port()
+    up = run_dso(tmp_path, "devnet", "up", "--port", str(port), "--ipfs-port", str(ipfs_port))
     try:
         assert up.returncode == 0, up.stderr
         config = json.loads((tmp_path / "config.json").read_text())
         assert config["rpc_url"] == f"http://127.0.0.1:{port}" and config["chain_id"] == 31337
         registry = Registry.at(config["rpc_url"], config["registry"])
         assert len(registry.members()) == 5 and len(registry.nodes()) == 4
-        pid = int((tmp_path / "devnet" / "anvil.pid").read_text())
-        assert process_alive(pid)
+        assert config["ipfs_api"] == f"http://127.0.0.1:{ipfs_port}"
+        pids = [int((tmp_path / "devnet" / f"{name}.pid").read_text()) for name in ("anvil", "ipfs")]
+        assert all(process_alive(pid) for pid in pids)
         status = run_dso(tmp_path, "status")
         assert status.returncode == 0 and "50% of the electorate" in status.stdout
-        again = run_dso(tmp_path, "devnet", "up", "--port", str(port))
+        again = run_dso(tmp_path, "devnet", "up", "--port", str(port), "--ipfs-port", str(ipfs_port))
         assert again.returncode == 1 and "already running" in again.stderr and "Traceback" not in again.stderr
     finally:
         down = run_dso(tmp_path, "devnet", "down")
-    assert down.returncode == 0 and "anvil stopped" in down.stdout
-    assert not process_alive(pid)
-    assert not (tmp_path / "devnet" / "anvil.pid").exists()
+    assert down.returncode == 0 and "anvil stopped" in down.stdout and "ipfs stopped" in down.stdout
+    assert not any(process_alive(pid) for pid in pids)
+    assert not any((tmp_path / "devnet" / f"{name}.pid").exists() for name in ("anvil", "ipfs"))
     gone = run_dso(tmp_path, "status")
     assert gone.returncode == 1 and "unreachable" in gone.stderr and "Traceback" not in gone.stderr
 
