@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from eth_account import Account
 
 from dso.chain import Registry

@@ -1,0 +1,117 @@
+"""Real data for tests, examples and benchmarks: GSM8K and STS-B from ../shared/data.
+
+`gsm8k_insights` turns GSM8K worked solutions into "When ..., ..." experiences with a fixed,
+documented template (no LLM involved, so the output is deterministic and anyone can rebuild it):
+the problem's first sentence gives the situation, the solution's first step gives the advice, a
+keyword rule gives the domain, and the confidence falls with the number of solution steps (long
+solutions are less likely to generalize). They are realistic in length and vocabulary, which is
+what the size and retrieval figures need; they are not curated insights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dso.compile import PROJECT_ROOT
+from dso.errors import DsoError
+
+_CALCULATOR = re.compile(r"<<[^>]*>>")
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s")
+_DOMAIN_RULES = (
+    ("math.percent", ("percent", "%")),
+    ("math.money", ("$", "dollar", "cents", "price", "cost", "pay", "earn", "sell")),
+    ("math.time", ("hour", "minute", "day", "week", "month", "year")),
+    ("math.fractions", ("half", "third", "quarter", "fraction", "/")),
+    ("math.geometry", ("area", "perimeter", "square feet", "length", "width")),
+)
+
+
+class DatasetError(DsoError):
+    """A shared data set is missing or malformed."""
+
+
+def data_dir() -> Path:
+    """../shared/data next to the repository, or $DSO_SHARED_DATA."""
+    path = Path(os.environ.get("DSO_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        raise DatasetError(f"shared data not found at {path}; set DSO_SHARED_DATA to the folder holding gsm8k/ and stsbenchmark/")
+    return path
+
+
+def gsm8k_records(limit: int | None = None) -> list[dict[str, str]]:
+    """GSM8K training problems as {"question", "answer"} dicts, in file order."""
+    path = data_dir() / "gsm8k" / "train.jsonl"
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if limit is not None and len(records) >= limit:
+                break
+            try:
+                record = json.loads(line)
+                records.append({"question": str(record["question"]), "answer": str(record["answer"])})
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise DatasetError(f"{path}:{number}: not a GSM8K record ({exc})") from exc
+    return records
+
+
+def gsm8k_questions(limit: int | None = None) -> list[str]:
+    """GSM8K questions, in file order."""
+    return [r["question"] for r in gsm8k_records(limit)]
+
+
+@dataclass(frozen=True)
+class Insight:
+    """An experience as a node would submit it (before embedding)."""
+
+    text: str
+    domain: str
+    confidence: float
+
+
+def distill(question: str, answer: str) -> Insight:
+    """One GSM8K problem -> one "When ..., ..." insight (see module docstring for the rule)."""
+    situation = _SENTENCE_END.split(question.strip(), maxsplit=1)[0].rstrip(".?! ")
+    steps = [_CALCULATOR.sub("", line).strip() for line in answer.split("\n") if line.strip() and not line.startswith("####")]
+    first = steps[0].rstrip(".") if steps else "work step by step"
+    text = f"When {situation[:160]}, start with this step: {first[:200]}."
+    lowered = question.lower()
+    domain = next((d for d, words in _DOMAIN_RULES if any(w in lowered for w in words)), "math.arithmetic")
+    confidence = max(0.5, min(0.95, 0.95 - 0.05 * max(len(steps) - 2, 0)))
+    return Insight(text, domain, round(confidence, 2))
+
+
+def gsm8k_insights(limit: int | None = None, offset: int = 0) -> list[Insight]:
+    """Distilled insights from GSM8K problems offset..offset+limit."""
+    records = gsm8k_records(None if limit is None else offset + limit)[offset:]
+    return [distill(r["question"], r["answer"]) for r in records]
+
+
+@dataclass(frozen=True)
+class StsPair:
+    """Two sentences and their human similarity score (0-5)."""
+
+    first: str
+    second: str
+    score: float
+
+
+def sts_pairs(split: str = "train") -> list[StsPair]:
+    """STS-B pairs of `split` ("train" or "dev"); rows with extra columns keep their last three."""
+    path = data_dir() / "stsbenchmark" / f"sts-{split}.csv"
+    pairs = []
+    with open(path, encoding="utf-8") as handle:
+        for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) < 7:
+                continue
+            try:
+                pairs.append(StsPair(row[5], row[6], float(row[4])))
+            except ValueError:
+                continue
+    if not pairs:
+        raise DatasetError(f"{path} holds no STS-B rows")
+    return pairs

