@@ -11,7 +11,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from dso.chain import Registry, connect
-from dso.devnet import dev_accounts, free_port, start_anvil
+from dso.devnet import dev_accounts, free_port, start_anvil, start_ipfs
 
 # ape's own test suite lives in tests/ape and runs under `ape test`, not plain pytest.
 collect_ignore = ["ape"]
@@ -23,6 +23,16 @@ VOTING_PERIOD = 3_600
 def anvil_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Anvil devnet for the whole session, stopped by PID at the end."""
     process, url = start_anvil(tmp_path_factory.mktemp("anvil"), port=free_port(), accounts=20)
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def ipfs_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real devnet IPFS node (js-ipfs, offline) for the whole session, stopped by PID."""
+    process, url = start_ipfs(tmp_path_factory.mktemp("ipfs"), port=free_port())
     try:
         yield url
     finally:

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiformats import CID, multihash
 
-from dso.devnet import IPFS_DAEMON, IPFS_DIR, free_port, node_executable, start_ipfs
+from dso.devnet import IPFS_DAEMON, IPFS_DIR, free_port, node_executable
 from dso.errors import (
     CidMismatch,
     ContentNotFound,
@@ -51,16 +51,6 @@ HELLO = b"hello dso"
 # What the devnet js-ipfs node answered for these bytes (/add?cid-version=1&raw-leaves=true).
 HELLO_CID = "bafkreigopzd4ftarbogozxc77z5nkkefs4g5lj7taopoxjmmzdsbpgyqru"
 EMPTY_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-
-
-@pytest.fixture(scope="session")
-def ipfs_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real devnet IPFS node (js-ipfs, offline) for the whole session, stopped by PID."""
-    process, url = start_ipfs(tmp_path_factory.mktemp("ipfs"), port=free_port())
-    try:
-        yield url
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from dso.bench.gas import markdown_table
+import importlib
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -18,9 +20,26 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-def test_gas_table_matches_the_benchmark_results():
-    results = json.loads((ROOT / "bench" / "results" / "gas.json").read_text())
-    assert between("gas-table") == markdown_table(results), "regenerate with: python scripts/bench.py gas --markdown"
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store"])
+def test_readme_tables_match_the_benchmark_results(name):
+    results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+    render = importlib.import_module(f"dso.bench.{name}").markdown_table
+    assert between(f"{name}-table") == render(results).strip(), f"regenerate with: python scripts/bench.py {name} --markdown"
+
+
+def test_readme_retrieval_claims_match_results():
+    default = json.loads((ROOT / "bench" / "results" / "retrieval.json").read_text())["default"]
+    recall = default["recall_at_10"]
+    assert default["codec"] == "bitdelta-1" and default["rescore_top"] == 100
+    assert f"recall@10 = {recall['gsm8k']:.3f} on GSM8K and {recall['sts-b']:.3f} on STS-B" in README
+
+
+def test_readme_size_claims_match_results():
+    size = json.loads((ROOT / "bench" / "results" / "size.json").read_text())
+    bitdelta = size["codecs"]["bitdelta-1"]
+    assert f"costs {round(bitdelta['leaf_bytes_mean'])} B in a batch" in README
+    assert f"{bitdelta['compression_vs_float32']}x smaller than float32" in README
+    assert f"({round(size['text_bytes_mean'])} B on average here)" in README
 
 
 def test_gas_results_meet_the_targets():
