@@ -27,7 +27,6 @@ import binascii
 import hashlib
 import json
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 from multiformats import CID
 
+from dso.config import atomic_write_bytes
 from dso.errors import (
     CidMismatch,
     ContentNotFound,
@@ -412,18 +412,7 @@ class LocalStore:
         target = self.object_path(cid)
         if target.is_file() and _file_matches(target, cid):
             return cid
-        target.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                if self.durable:
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(target, data, durable=self.durable)
         return cid
 
     def get(self, cid: str, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:

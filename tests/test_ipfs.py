@@ -185,7 +185,7 @@ def test_local_store_round_trip(tmp_path: Path) -> None:
     assert store.get(cid) == data
     store.pin(cid)
     assert store.put(data) == cid  # idempotent
-    assert not [p for p in store.path.rglob(".tmp-*")], "temporary files left behind"
+    assert not [p for p in store.path.rglob("*.tmp")], "temporary files left behind"
 
 
 def test_local_store_detects_a_modified_byte_on_disk_and_put_repairs_it(tmp_path: Path) -> None:

@@ -148,6 +148,29 @@ def test_random_operation_sequences_match_the_model(w3, fresh, sequence):
         w3.provider.make_request("evm_revert", [snapshot])
 
 
+def check_vote(model: Model, tally: ModelTally, voter, support: bool, send, op) -> None:
+    """Send a vote; it must succeed or revert exactly as the model says, and update the model."""
+    expected = model.vote_error(tally, voter.address)
+    got = outcome_of(send)
+    assert got == expected, (op, got, expected)
+    if expected is None:
+        tally.voters.add(voter.address)
+        tally.yes += support
+        tally.no += not support
+
+
+def check_finalize(model: Model, tally: ModelTally, send, op) -> Status | None:
+    """Send a finalize; it must succeed or revert as the model says. Returns the new status, if any."""
+    decided = model.decide(tally) if tally.status == Status.PENDING else None
+    expected = "NotPending" if decided is None else ("VotingStillOpen" if decided == Status.PENDING else None)
+    got = outcome_of(send)
+    assert got == expected, (op, got, expected, tally)
+    if expected is not None:
+        return None
+    tally.status = decided
+    return decided
+
+
 def run_sequence(w3, registry: Registry, people, nodes, deployer, sequence) -> None:
     now = w3.eth.get_block("latest")["timestamp"]
     model = Model(now=now)
@@ -180,14 +203,7 @@ def run_sequence(w3, registry: Registry, people, nodes, deployer, sequence) -> N
                 roots.append(root)
         elif kind == "vote" and roots:
             voter, root, support = people[op[1]], roots[op[2] % len(roots)], op[3]
-            tally = model.batches[root]
-            expected = model.vote_error(tally, voter.address)
-            got = outcome_of(lambda: registry.vote_on_batch(voter, root, support))
-            assert got == expected, (op, got, expected)
-            if expected is None:
-                tally.voters.add(voter.address)
-                tally.yes += support
-                tally.no += not support
+            check_vote(model, model.batches[root], voter, support, lambda: registry.vote_on_batch(voter, root, support), op)
         elif kind == "propose":
             proposer, action, target = people[op[1]], op[2], people[op[3]].address
             if action == "add" and model.is_member(target):
@@ -207,34 +223,15 @@ def run_sequence(w3, registry: Registry, people, nodes, deployer, sequence) -> N
                 model.proposals[result[0].proposal_id] = (action, target, model.open())
         elif kind == "vote_proposal" and proposal_ids:
             voter, pid, support = people[op[1]], proposal_ids[op[2] % len(proposal_ids)], op[3]
-            tally = model.proposals[pid][2]
-            expected = model.vote_error(tally, voter.address)
-            got = outcome_of(lambda: registry.vote_on_proposal(voter, pid, support))
-            assert got == expected, (op, got, expected)
-            if expected is None:
-                tally.voters.add(voter.address)
-                tally.yes += support
-                tally.no += not support
+            check_vote(model, model.proposals[pid][2], voter, support, lambda: registry.vote_on_proposal(voter, pid, support), op)
         elif kind == "finalize" and roots:
             root = roots[op[1] % len(roots)]
-            tally = model.batches[root]
-            decided = model.decide(tally) if tally.status == Status.PENDING else None
-            expected = "NotPending" if decided is None else ("VotingStillOpen" if decided == Status.PENDING else None)
-            got = outcome_of(lambda: registry.finalize_batch(deployer, root))
-            assert got == expected, (op, got, expected, tally)
-            if expected is None:
-                tally.status = decided
+            check_finalize(model, model.batches[root], lambda: registry.finalize_batch(deployer, root), op)
         elif kind == "finalize_proposal" and proposal_ids:
             pid = proposal_ids[op[1] % len(proposal_ids)]
             action, target, tally = model.proposals[pid]
-            decided = model.decide(tally) if tally.status == Status.PENDING else None
-            expected = "NotPending" if decided is None else ("VotingStillOpen" if decided == Status.PENDING else None)
-            got = outcome_of(lambda: registry.finalize_proposal(deployer, pid))
-            assert got == expected, (op, got, expected, tally)
-            if expected is None:
-                tally.status = decided
-                if decided == Status.ACCEPTED:
-                    (model.add_member if action == "add" else model.remove_member)(target)
+            if check_finalize(model, tally, lambda: registry.finalize_proposal(deployer, pid), op) == Status.ACCEPTED:
+                (model.add_member if action == "add" else model.remove_member)(target)
 
     for root, tally in model.batches.items():
         chain = registry.batch(root).tally
