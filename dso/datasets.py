@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dso.compile import PROJECT_ROOT
 from dso.errors import DsoError
+from dso.experience import Insight
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s")
@@ -62,15 +63,6 @@ def gsm8k_records(limit: int | None = None) -> list[dict[str, str]]:
 def gsm8k_questions(limit: int | None = None) -> list[str]:
     """GSM8K questions, in file order."""
     return [r["question"] for r in gsm8k_records(limit)]
-
-
-@dataclass(frozen=True)
-class Insight:
-    """An experience as a node would submit it (before embedding)."""
-
-    text: str
-    domain: str
-    confidence: float
 
 
 def distill(question: str, answer: str) -> Insight:

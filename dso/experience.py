@@ -267,6 +267,16 @@ def _node_bytes(node: bytes | str) -> bytes:
     return bytes(node)
 
 
+@dataclass(frozen=True)
+class Insight:
+    """An experience as a node submits it, before it is embedded and compressed."""
+
+    text: str
+    domain: str
+    confidence: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 def domain_matches(domain: str, prefix: str) -> bool:
     """Whether `domain` is `prefix` or below it (`math` matches `math.algebra`, not `mathematics`)."""
     return domain == prefix or domain.startswith(prefix + ".")

@@ -1,0 +1,194 @@
+"""Node workflows: turn a file of insights into a committed batch, through a durable outbox.
+
+Submitting touches two services that can fail independently (IPFS, the RPC). So a batch is first
+written to the outbox on disk (`$DSO_HOME/outbox/<root>.cbor` plus a small JSON state file, both
+written atomically), and only then pinned and committed. `flush_outbox` retries every entry:
+pinning is idempotent (content addressing) and committing checks the chain first, so a batch that
+was committed before a crash is recognised, never sent twice (the contract would also refuse a
+duplicate root). An entry leaves the outbox only once the chain holds its root.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from eth_account.signers.local import LocalAccount
+
+from dso.batch import BatchDocument, build_batch, parse_document
+from dso.chain import Registry, Status
+from dso.codec import DEFAULT_CODEC, baseline_id, get_codec, load_baseline
+from dso.config import atomic_write_bytes, atomic_write_text, dso_home
+from dso.embed import Embedder
+from dso.errors import DsoError
+from dso.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
+from dso.ipfs import ContentStore, cid_to_bytes
+
+MODEL_NAME = "all-MiniLM-L6-v2"  # the id experiences carry (the embedder's short name)
+
+
+class InputError(DsoError):
+    """An input file of experiences is malformed; the message names the line and the field."""
+
+
+def read_insights(path: Path) -> list[Insight]:
+    """Parse a JSONL file of {"text", "domain", "confidence", "metadata"?}; every line is validated
+    before anything is embedded, and the first bad line is reported by number."""
+    insights = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise InputError(f"{path} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{number}: each line must be a JSON object")
+        unknown = set(record) - {"text", "domain", "confidence", "metadata"}
+        if unknown:
+            raise InputError(f"{path}:{number}: unknown fields {sorted(unknown)}")
+        try:
+            insights.append(
+                Insight(
+                    validate_text(record.get("text")),
+                    validate_domain(record.get("domain")),
+                    validate_confidence(record.get("confidence")),
+                    validate_metadata(record.get("metadata")),
+                )
+            )
+        except ExperienceError as exc:
+            raise InputError(f"{path}:{number}: {exc}") from exc
+    if not insights:
+        raise InputError(f"{path} holds no experiences")
+    return insights
+
+
+def prepare_batch(insights: Sequence[Insight], node: str, embedder: Embedder, codec_id: str = DEFAULT_CODEC, now: int | None = None) -> BatchDocument:
+    """Embed, compress and bundle insights into one batch document for `node` (an address).
+    Repeated texts are merged (the batch would otherwise repeat an experience)."""
+    created = int(time.time()) if now is None else now
+    unique = list({i.text: i for i in insights}.values())
+    baseline = load_baseline()
+    codes = get_codec(codec_id, embedder.dim, baseline).encode(embedder.embed([i.text for i in unique]))
+    experiences = [
+        Experience.create(i.text, i.domain, i.confidence, MODEL_NAME, codec_id, bytes(code), node, created, i.metadata)
+        for i, code in zip(unique, codes)
+    ]
+    return build_batch(experiences, dim=embedder.dim, baseline=bytes.fromhex(baseline_id(baseline)), created_at=created)
+
+
+@dataclass
+class OutboxEntry:
+    """A batch on its way: `state` is "queued", then "pinned" (cid known), then it is committed
+    and leaves the outbox. `last_error` says why the last attempt stopped."""
+
+    root: str
+    count: int
+    bytes: int
+    state: str = "queued"
+    cid: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A batch the chain now holds."""
+
+    root: str
+    cid: str
+    count: int
+    bytes: int
+    gas_used: int | None  # None when an earlier, interrupted attempt had already committed it
+    tx_hash: str | None
+
+
+class Outbox:
+    """Batches not yet committed, kept on disk (`$DSO_HOME/outbox` by default)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or dso_home() / "outbox"
+
+    def add(self, document: BatchDocument) -> OutboxEntry:
+        """Persist a batch (document first, then its state file) and return its entry."""
+        data = document.to_bytes()
+        root = document.header.root.hex()
+        atomic_write_bytes(self.path / f"{root}.cbor", data)
+        entry = OutboxEntry(root, document.header.count, len(data))
+        self._save(entry)
+        return entry
+
+    def entries(self) -> list[OutboxEntry]:
+        """Pending entries, oldest first."""
+        found = []
+        for state_file in sorted(self.path.glob("*.json"), key=lambda p: p.stat().st_mtime) if self.path.is_dir() else []:
+            try:
+                found.append(OutboxEntry(**json.loads(state_file.read_text())))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise DsoError(f"outbox entry {state_file} is corrupt ({exc}); its batch is in {state_file.with_suffix('.cbor')}") from exc
+        return found
+
+    def document(self, entry: OutboxEntry) -> bytes:
+        return (self.path / f"{entry.root}.cbor").read_bytes()
+
+    def _save(self, entry: OutboxEntry) -> None:
+        atomic_write_text(self.path / f"{entry.root}.json", json.dumps(asdict(entry), indent=2) + "\n")
+
+    def _remove(self, entry: OutboxEntry) -> None:
+        (self.path / f"{entry.root}.json").unlink(missing_ok=True)
+        (self.path / f"{entry.root}.cbor").unlink(missing_ok=True)
+
+    def flush(self, store: ContentStore, registry: Registry, node: LocalAccount) -> tuple[list[Committed], list[OutboxEntry]]:
+        """Pin and commit every entry; return (committed, still pending). One failing service
+        stops that entry only; its error is recorded and the entry stays for the next flush."""
+        committed, pending = [], []
+        for entry in self.entries():
+            try:
+                committed.append(self._flush_one(entry, store, registry, node))
+                self._remove(entry)
+            except DsoError as exc:
+                entry.last_error = f"{type(exc).__name__}: {exc}"
+                self._save(entry)
+                pending.append(entry)
+        return committed, pending
+
+    def _flush_one(self, entry: OutboxEntry, store: ContentStore, registry: Registry, node: LocalAccount) -> Committed:
+        data = self.document(entry)
+        document = parse_document(data)  # a corrupted outbox file must not be committed
+        cid = store.put(data)
+        if entry.state != "pinned" or entry.cid != cid:
+            entry.state, entry.cid, entry.last_error = "pinned", cid, None
+            self._save(entry)
+        if registry.batch(document.header.root).tally.status != Status.NONE:
+            return Committed(entry.root, cid, entry.count, entry.bytes, None, None)
+        result = registry.submit_batch(node, document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
+        return Committed(entry.root, cid, entry.count, entry.bytes, result.tx.gas_used, result.tx.tx_hash)
+
+
+def submit(
+    path: Path,
+    node: LocalAccount,
+    embedder: Embedder,
+    store: ContentStore,
+    registry: Registry,
+    outbox: Outbox | None = None,
+) -> tuple[list[Committed], list[OutboxEntry]]:
+    """Validate, embed and batch a JSONL file, queue it in the outbox, then flush the outbox
+    (this batch and any left from earlier failures)."""
+    outbox = outbox or Outbox()
+    document = prepare_batch(read_insights(path), node.address, embedder)
+    outbox.add(document)
+    return outbox.flush(store, registry, node)
+
+
+def insights_to_jsonl(insights: Iterable[Any]) -> str:
+    """JSONL lines for records with text/domain/confidence (e.g. dso.datasets.gsm8k_insights)."""
+    return "".join(json.dumps({"text": i.text, "domain": i.domain, "confidence": i.confidence}) + "\n" for i in insights)

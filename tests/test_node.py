@@ -1,0 +1,126 @@
+"""Submitting from a node: input validation, and an outbox that loses nothing and commits once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from web3 import Web3
+
+from dso.chain import Registry, Status
+from dso.datasets import gsm8k_insights
+from dso.devnet import free_port
+from dso.embed import load_embedder
+from dso.errors import RpcUnavailable
+from dso.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
+from dso.node import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
+
+from conftest import deploy_dao
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder("minilm")
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "insights.jsonl"
+    path.write_text(insights_to_jsonl(gsm8k_insights(8)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "x", "domain": "math", "confidence": 0.5}\nnot json\n', ":2: not valid JSON"),
+        ('{"text": "x", "domain": "math", "confidence": NaN}\n', r":1: confidence must be in \[0, 1\]"),
+        ('{"text": "x", "domain": "Math", "confidence": 0.5}\n', ":1: domain"),
+        ('{"text": "", "domain": "math", "confidence": 0.5}\n', ":1: text is empty"),
+        ('{"text": "x", "domain": "math", "confidence": 0.5, "embedding": [1]}\n', "unknown fields"),
+        ('["x"]\n', "JSON object"),
+        ("\n\n", "holds no experiences"),
+    ],
+)
+def test_malformed_input_names_the_line_and_field(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_insights(path)
+
+
+def test_missing_input_file_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_insights(tmp_path / "nope.jsonl")
+
+
+def test_submit_pins_commits_and_empties_the_outbox(w3, accounts, ipfs_api, embedder, jsonl, tmp_path):
+    dao = deploy_dao(w3, accounts, n_nodes=1)
+    outbox = Outbox(tmp_path / "outbox")
+    with KuboClient(ipfs_api) as store:
+        committed, pending = submit(jsonl, dao.nodes[0], embedder, store, dao.registry, outbox)
+        assert pending == [] and outbox.entries() == []
+        [done] = committed
+        info = dao.registry.batch(bytes.fromhex(done.root))
+        assert info.tally.status == Status.PENDING and info.count == 8 and done.gas_used <= 80_000
+        [event] = [e for e in dao.registry.events(0).events if e.name == "BatchSubmitted"]
+        assert cid_from_bytes(event.args["cid"]) == done.cid and store.get(done.cid)
+
+
+def test_ipfs_down_keeps_the_batch_and_a_later_flush_commits_it_once(w3, accounts, ipfs_api, embedder, jsonl, tmp_path):
+    dao = deploy_dao(w3, accounts, n_nodes=1)
+    outbox = Outbox(tmp_path / "outbox")
+    with KuboClient(f"http://127.0.0.1:{free_port()}", timeout=2) as dead:
+        committed, pending = submit(jsonl, dao.nodes[0], embedder, dead, dao.registry, outbox)
+    assert committed == [] and len(pending) == 1 and "StoreUnavailable" in pending[0].last_error
+    assert dao.registry.batch_count() == 0
+    assert json.loads((outbox.path / f"{pending[0].root}.json").read_text())["state"] == "queued"
+    with KuboClient(ipfs_api) as store:
+        committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+        again, _ = outbox.flush(store, dao.registry, dao.nodes[0])
+    assert len(committed) == 1 and pending == [] and again == []
+    assert dao.registry.batch_count() == 1
+
+
+def test_rpc_down_keeps_the_batch_pinned_for_the_next_flush(w3, accounts, embedder, jsonl, tmp_path):
+    dao = deploy_dao(w3, accounts, n_nodes=1)
+    store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
+    dead_chain = Registry(Web3(Web3.HTTPProvider(f"http://127.0.0.1:{free_port()}", request_kwargs={"timeout": 2})), dao.registry.address)
+    committed, pending = submit(jsonl, dao.nodes[0], embedder, store, dead_chain, outbox)
+    assert committed == [] and pending[0].state == "pinned" and "RpcUnavailable" in pending[0].last_error
+    root = pending[0].root
+    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    assert [c.root for c in committed] == [root] and pending == []
+    assert dao.registry.batch_count() == 1
+
+
+def test_a_batch_committed_before_a_crash_is_recognised_not_resent(w3, accounts, embedder, jsonl, tmp_path):
+    dao = deploy_dao(w3, accounts, n_nodes=1)
+    store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
+    document = prepare_batch(read_insights(jsonl), dao.nodes[0].address, embedder)
+    entry = outbox.add(document)
+    cid = store.put(document.to_bytes())
+    # the process committed, then died before removing the outbox entry
+    dao.registry.submit_batch(dao.nodes[0], document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
+    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    assert [(c.root, c.gas_used) for c in committed] == [(entry.root, None)] and pending == []
+    assert dao.registry.batch_count() == 1 and outbox.entries() == []
+
+
+def test_a_corrupted_outbox_document_is_never_committed(w3, accounts, embedder, jsonl, tmp_path):
+    dao = deploy_dao(w3, accounts, n_nodes=1)
+    store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
+    entry = outbox.add(prepare_batch(read_insights(jsonl), dao.nodes[0].address, embedder))
+    path = outbox.path / f"{entry.root}.cbor"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    assert committed == [] and "BatchError" in pending[0].last_error
+    assert dao.registry.batch_count() == 0
+
+
+def test_rpc_unavailable_is_the_error_type_for_a_dead_endpoint():
+    dead = Registry(Web3(Web3.HTTPProvider(f"http://127.0.0.1:{free_port()}", request_kwargs={"timeout": 2})), "0x" + "11" * 20)
+    with pytest.raises(RpcUnavailable):
+        dead.batch_count()
