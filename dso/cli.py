@@ -145,6 +145,42 @@ def status() -> None:
     console.print(table)
 
 
+def library_path() -> Path:
+    return dso_home() / "library.sqlite"
+
+
+@cli.command()
+@click.argument("text")
+@click.option("-k", "k", default=5, show_default=True, help="How many experiences to return.")
+@click.option("--domain", default=None, help="Only this domain and below it (e.g. math).")
+@click.option("--min-confidence", default=0.0, show_default=True, help="Only experiences at least this confident.")
+@click.option("--format", "fmt", type=click.Choice(["table", "prompt", "json"]), default="table", show_default=True)
+@click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True)
+def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str, embedder_name: str) -> None:
+    """Retrieve the experiences most relevant to TEXT from the local library."""
+    from dso.embed import load_embedder
+    from dso.library import Library, export_json
+
+    path = library_path()
+    if not path.exists():
+        raise DsoError(f"no library at {path}: sync one first (`dso sync`)")
+    with Library(path, load_embedder(embedder_name)) as library:
+        if fmt == "prompt":
+            click.echo(library.context_for(text, k=k, domain=domain, min_confidence=min_confidence))
+            return
+        hits = library.search(text, k=k, domain=domain, min_confidence=min_confidence)
+    if fmt == "json":
+        click.echo(export_json(hits))
+        return
+    table = Table(title=f"top {k} for: {text}")
+    for column in ("score", "domain", "confidence", "nodes", "experience"):
+        table.add_column(column)
+    for hit in hits:
+        e = hit.experience
+        table.add_row(f"{hit.score:.3f}", e.domain, f"{e.confidence:.2f}", str(hit.support), e.text)
+    console.print(table)
+
+
 @cli.command()
 def demo() -> None:
     """Run the on-chain lifecycle on a private devnet: submit, relay, vote, finalize, govern, read back."""
