@@ -1,0 +1,163 @@
+"""Sync: build the local library from what the chain accepted, verifying everything fetched.
+
+The chain is the only authority. From the registry's events (from a stored checkpoint onwards) a
+client learns each batch's root, CID, count, schema and submitting node (`BatchSubmitted`), the
+DAO's decision (`BatchFinalized`) and later revocations (`BatchRevoked`). For every accepted batch
+it fetches the document by CID (the store recomputes the CID from the bytes), recomputes the Merkle
+root and checks it, the count and the schema against the chain, and only then loads the
+experiences, each report tagged with its batch and node so that support counts distinct nodes.
+
+Crash safety: the checkpoint (`$DSO_HOME/sync.json`, written atomically) advances only after the
+library has committed everything up to it, and loading a batch twice changes nothing (experience
+ids and (experience, report, batch) sources are unique). Killing a sync at any point and running it
+again gives the same library.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dso.batch import BatchDocument, BatchError, verify_document
+from dso.chain import Registry, Status
+from dso.config import atomic_write_text, dso_home
+from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, ObjectTooLarge
+from dso.ipfs import ContentStore, cid_from_bytes
+from dso.library import Library, Source
+
+STATE_VERSION = 1
+FETCH_WORKERS = 4
+
+
+@dataclass
+class BatchRecord:
+    """What the chain said about one batch."""
+
+    cid: str
+    count: int
+    schema: str
+    node_id: int
+    status: str = "pending"  # pending | accepted | rejected | revoked
+    loaded: bool = False
+    invalid: str | None = None  # why the fetched document was refused, if it was
+
+
+@dataclass
+class SyncState:
+    """The sync checkpoint: the next block to read and every batch seen so far."""
+
+    registry: str
+    next_block: int
+    batches: dict[str, BatchRecord] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"version": STATE_VERSION, "registry": self.registry, "next_block": self.next_block,
+                           "batches": {root: asdict(b) for root, b in self.batches.items()}}, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def load(cls, path: Path, registry: str, deploy_block: int) -> "SyncState":
+        """The stored checkpoint for `registry`, or a fresh one starting at its deploy block."""
+        if not path.exists():
+            return cls(registry, deploy_block)
+        try:
+            data = json.loads(path.read_text())
+            if data["version"] != STATE_VERSION:
+                raise DsoError(f"sync checkpoint {path} has version {data['version']}; expected {STATE_VERSION}")
+            state = cls(data["registry"], int(data["next_block"]), {r: BatchRecord(**b) for r, b in data["batches"].items()})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DsoError(f"sync checkpoint {path} is corrupt ({exc}); delete it to resync from the deploy block") from exc
+        if state.registry.lower() != registry.lower():
+            raise DsoError(f"sync checkpoint {path} belongs to registry {state.registry}, not {registry}; use another DSO_HOME")
+        return state
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one sync did."""
+
+    from_block: int
+    to_block: int
+    loaded: list[str]
+    revoked: list[str]
+    invalid: dict[str, str]
+    unavailable: list[str]
+    experiences_added: int
+    seconds: float
+
+
+def apply_events(state: SyncState, events: list) -> None:
+    """Fold registry events into the state (pure: no I/O)."""
+    for event in events:
+        args = event.args
+        if event.name == "BatchSubmitted":
+            root = args["root"].hex()
+            state.batches.setdefault(root, BatchRecord(cid_from_bytes(args["cid"]), int(args["count"]), args["schema"].hex(), int(args["nodeId"])))
+        elif event.name == "BatchFinalized" and args["root"].hex() in state.batches:
+            state.batches[args["root"].hex()].status = "accepted" if Status(args["status"]) == Status.ACCEPTED else "rejected"
+        elif event.name == "BatchRevoked" and args["root"].hex() in state.batches:
+            state.batches[args["root"].hex()].status = "revoked"
+
+
+def fetch_and_verify(store: ContentStore, root: str, record: BatchRecord) -> BatchDocument:
+    """Fetch a batch by CID and check it against the chain's root, count and schema."""
+    data = store.get(record.cid)
+    return verify_document(data, bytes.fromhex(root), record.count, bytes.fromhex(record.schema))
+
+
+def sync(
+    registry: Registry,
+    store: ContentStore,
+    library: Library,
+    state_path: Path | None = None,
+    deploy_block: int = 0,
+    confirmations: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SyncReport:
+    """Bring the library up to date with the chain; see the module docstring for the guarantees.
+
+    Unreachable services (RPC, IPFS) raise and leave the checkpoint where it was; a document the
+    store cannot find now is retried on the next sync; a document that fails verification is
+    refused for good (recorded with the reason) and never loaded.
+    """
+    started = time.monotonic()
+    path = state_path or dso_home() / "sync.json"
+    state = SyncState.load(path, registry.address, deploy_block)
+    from_block = state.next_block
+    page = registry.events(from_block, confirmations=confirmations)
+    apply_events(state, page.events)
+
+    to_load = [r for r, b in state.batches.items() if b.status == "accepted" and not b.loaded and b.invalid is None]
+    to_drop = [r for r, b in state.batches.items() if b.status == "revoked" and b.loaded]
+    invalid: dict[str, str] = {}
+    unavailable: list[str] = []
+    loaded: list[str] = []
+    added = 0
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+        futures = {root: pool.submit(fetch_and_verify, store, root, state.batches[root]) for root in to_load}
+        for done, (root, future) in enumerate(futures.items(), 1):
+            record = state.batches[root]
+            try:
+                document = future.result()
+            except ContentNotFound:
+                unavailable.append(root)
+                continue
+            except (CidMismatch, BatchError, InvalidCid, ObjectTooLarge) as exc:
+                record.invalid = f"{type(exc).__name__}: {exc}"
+                invalid[root] = record.invalid
+                continue
+            outcomes = library.add_many(list(document.experiences), document.header.baseline, Source(bytes.fromhex(root), record.node_id))
+            added += sum(o.stored for o in outcomes)
+            record.loaded = True
+            loaded.append(root)
+            if progress:
+                progress(root, done, len(to_load))
+    for root in to_drop:
+        library.remove_batch(bytes.fromhex(root))
+        state.batches[root].loaded = False
+    state.next_block = page.next_block
+    atomic_write_text(path, state.to_json())
+    return SyncReport(from_block, page.to_block, loaded, to_drop, invalid, unavailable, added, round(time.monotonic() - started, 3))

@@ -1,0 +1,132 @@
+"""Sync on a real Anvil: only accepted, verified batches reach the library; reruns, crashes and
+revocations leave it consistent with the chain."""
+
+from __future__ import annotations
+
+import pytest
+
+import dso.sync as sync_module
+from dso.chain import Status
+from dso.datasets import gsm8k_insights
+from dso.embed import load_embedder
+from dso.errors import DsoError
+from dso.ipfs import LocalStore, cid_from_bytes, cid_of, cid_to_bytes
+from dso.library import Library
+from dso.node import prepare_batch
+from dso.sync import sync
+
+from conftest import advance_time, deploy_dao
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder("minilm")
+
+
+def publish(dao, store, embedder, node_index: int, offset: int, count: int = 6, pin: bool = True) -> bytes:
+    """A node submits GSM8K insights offset..offset+count; returns the batch root."""
+    node = dao.nodes[node_index]
+    document = prepare_batch(gsm8k_insights(count, offset=offset), node.address, embedder, now=1_763_000_000 + offset)
+    data = document.to_bytes()
+    cid = store.put(data) if pin else cid_of(data)
+    dao.registry.submit_batch(node, document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
+    return document.header.root
+
+
+def decide(dao, root: bytes, approve: bool) -> None:
+    for member in dao.members:
+        dao.registry.vote_on_batch(member, root, approve)
+    assert dao.registry.finalize_batch(dao.deployer, root).status == (Status.ACCEPTED if approve else Status.REJECTED)
+
+
+@pytest.fixture
+def world(w3, accounts, embedder, tmp_path):
+    dao = deploy_dao(w3, accounts, n_members=3, n_nodes=3)
+    store = LocalStore(tmp_path / "blocks")
+    library = Library(tmp_path / "library.sqlite", embedder)
+    yield dao, store, library, tmp_path / "sync.json"
+    library.close()
+
+
+def test_only_accepted_and_verified_batches_are_loaded_and_reruns_change_nothing(world, embedder):
+    dao, store, library, state = world
+    good = publish(dao, store, embedder, 0, offset=0)
+    rejected = publish(dao, store, embedder, 1, offset=100)
+    tampered = publish(dao, store, embedder, 2, offset=200)
+    missing = publish(dao, store, embedder, 0, offset=300, pin=False)
+    for root, approve in ((good, True), (rejected, False), (tampered, True), (missing, True)):
+        decide(dao, root, approve)
+    events = dao.registry.events(0).events
+    tampered_path = store.object_path(next(cid_from_bytes(e.args["cid"]) for e in events if e.name == "BatchSubmitted" and e.args["root"] == tampered))
+    raw = bytearray(tampered_path.read_bytes())
+    raw[-40] ^= 0x01
+    tampered_path.write_bytes(bytes(raw))
+
+    report = sync(dao.registry, store, library, state)
+    assert report.loaded == [good.hex()]
+    assert list(report.invalid) == [tampered.hex()] and "CidMismatch" in report.invalid[tampered.hex()]
+    assert report.unavailable == [missing.hex()]
+    assert len(library) == 6 == report.experiences_added
+
+    again = sync(dao.registry, store, library, state)
+    assert (again.loaded, again.invalid, len(library)) == ([], {}, 6)
+
+    # the missing document appears on IPFS later: the next sync picks it up
+    document = prepare_batch(gsm8k_insights(6, offset=300), dao.nodes[0].address, embedder, now=1_763_000_300)
+    store.put(document.to_bytes())
+    later = sync(dao.registry, store, library, state)
+    assert later.loaded == [missing.hex()] and len(library) == 12
+
+
+def test_a_sync_killed_before_its_checkpoint_is_rerun_without_duplicates(world, embedder, monkeypatch):
+    dao, store, library, state = world
+    roots = [publish(dao, store, embedder, i, offset=400 + 10 * i) for i in range(3)]
+    for root in roots:
+        decide(dao, root, True)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the checkpoint was written")
+
+    monkeypatch.setattr(sync_module, "atomic_write_text", crash)
+    with pytest.raises(KeyboardInterrupt):
+        sync(dao.registry, store, library, state)
+    monkeypatch.undo()
+    assert not state.exists() and len(library) == 18
+    report = sync(dao.registry, store, library, state)
+    assert sorted(report.loaded) == sorted(r.hex() for r in roots) and report.experiences_added == 0
+    assert len(library) == 18
+
+
+def test_revoked_batches_leave_the_library(world, embedder, w3):
+    dao, store, library, state = world
+    keep, revoke = publish(dao, store, embedder, 0, offset=500), publish(dao, store, embedder, 1, offset=600)
+    decide(dao, keep, True)
+    decide(dao, revoke, True)
+    sync(dao.registry, store, library, state)
+    assert len(library) == 12
+    proposal = dao.registry.propose_revoke_batch(dao.members[0], revoke).proposal_id
+    for member in dao.members:
+        dao.registry.vote_on_proposal(member, proposal, True)
+    dao.registry.finalize_proposal(dao.deployer, proposal)
+    report = sync(dao.registry, store, library, state)
+    assert report.revoked == [revoke.hex()] and len(library) == 6
+
+
+def test_checkpoint_of_another_registry_or_corrupt_is_a_clear_error(world, embedder, w3, accounts):
+    dao, store, library, state = world
+    sync(dao.registry, store, library, state)
+    other = deploy_dao(w3, accounts)
+    with pytest.raises(DsoError, match="belongs to registry"):
+        sync(other.registry, store, library, state)
+    state.write_text("{broken")
+    with pytest.raises(DsoError, match="corrupt"):
+        sync(dao.registry, store, library, state)
+
+
+def test_pending_batches_wait_for_their_decision(world, embedder, w3):
+    dao, store, library, state = world
+    root = publish(dao, store, embedder, 0, offset=700)
+    assert sync(dao.registry, store, library, state).loaded == [] and len(library) == 0
+    advance_time(w3, 3_600)
+    dao.registry.finalize_batch(dao.deployer, root)  # no votes: rejected at the deadline
+    assert sync(dao.registry, store, library, state).loaded == [] and len(library) == 0
