@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -34,7 +35,7 @@ def cli() -> None:
 
 @cli.group()
 def devnet() -> None:
-    """A local devnet: Anvil on 127.0.0.1 with a freshly deployed registry."""
+    """A local devnet: Anvil and an IPFS node on 127.0.0.1, with a freshly deployed registry."""
 
 
 DEVNET_SERVICES = ("anvil", "ipfs")
@@ -147,6 +148,257 @@ def status() -> None:
 
 def library_path() -> Path:
     return dso_home() / "library.sqlite"
+
+
+def open_registry() -> Registry:
+    config = load_config()
+    return Registry.at(config.rpc_url, config.registry)
+
+
+def open_store():
+    """The configured content store: the Kubo RPC API if one is set, else the embedded store."""
+    from dso.ipfs import KuboClient, LocalStore
+
+    config = load_config()
+    return KuboClient(config.ipfs_api) if config.ipfs_api else LocalStore(dso_home() / "blocks")
+
+
+def resolve_root(registry: Registry, text: str) -> bytes:
+    """A batch root from its full hex or a unique prefix of it (as `dso batches` prints)."""
+    wanted = text.lower().removeprefix("0x")
+    if len(wanted) == 64:
+        try:
+            return bytes.fromhex(wanted)
+        except ValueError as exc:
+            raise DsoError(f"{text!r} is not a hex batch root") from exc
+    matches = [b.root for b in registry.all_batches() if b.root.hex().startswith(wanted)] if wanted else []
+    if len(matches) != 1:
+        raise DsoError(f"{text!r} matches {len(matches)} batches; give more hex digits of the root")
+    return matches[0]
+
+
+def wallet_options(fn):
+    """--wallet NAME and --password-env VAR, shared by every command that signs."""
+    fn = click.option("--password-env", default=None, help="Read the wallet password from this environment variable.")(fn)
+    return click.option("--wallet", "wallet_name", required=True, help="Wallet name (see `dso wallet list`).")(fn)
+
+
+def unlock_wallet(name: str, password_env: str | None):
+    from dso.wallet import unlock
+
+    return unlock(name, password_env)
+
+
+def print_outbox_result(committed, pending) -> None:
+    for c in committed:
+        gas = f"gas {c.gas_used:,}" if c.gas_used is not None else "already on-chain"
+        console.print(f"[green]committed[/green] batch {c.root} ({c.count} experiences, {c.bytes:,} bytes, {gas}) cid {c.cid}")
+    for p in pending:
+        console.print(f"[yellow]kept in the outbox[/yellow] batch {p.root} ({p.state}): {p.last_error}")
+    if pending:
+        raise DsoError(f"{len(pending)} batch(es) wait in the outbox; fix the cause and run `dso outbox flush`")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@wallet_options
+def submit(file: Path, wallet_name: str, password_env: str | None) -> None:
+    """Validate, embed, batch, pin and commit the experiences in FILE (JSONL: text, domain,
+    confidence, optional metadata) from a node wallet. Nothing is lost if a service is down."""
+    from dso.embed import load_embedder
+    from dso.node import submit as submit_file
+
+    node = unlock_wallet(wallet_name, password_env)
+    committed, pending = submit_file(file, node, load_embedder("minilm"), open_store(), open_registry())
+    print_outbox_result(committed, pending)
+
+
+@cli.group()
+def outbox() -> None:
+    """Batches that are prepared but not yet committed on-chain."""
+
+
+@outbox.command("list")
+def outbox_list() -> None:
+    """Show the batches waiting in the outbox."""
+    from dso.node import Outbox
+
+    entries = Outbox().entries()
+    if not entries:
+        console.print("the outbox is empty")
+    for e in entries:
+        console.print(f"{e.root} {e.count} experiences, {e.bytes:,} bytes, {e.state}: {e.last_error or ''}")
+
+
+@outbox.command("flush")
+@wallet_options
+def outbox_flush(wallet_name: str, password_env: str | None) -> None:
+    """Pin and commit every batch in the outbox (each exactly once)."""
+    from dso.node import Outbox
+
+    node = unlock_wallet(wallet_name, password_env)
+    print_outbox_result(*Outbox().flush(open_store(), open_registry(), node))
+
+
+@cli.command()
+@click.option("--status", "status_filter", type=click.Choice([s.name.lower() for s in Status if s != Status.NONE]), default=None)
+def batches(status_filter: str | None) -> None:
+    """List batches with their status and tallies."""
+    registry = open_registry()
+    table = Table(title="batches")
+    for column in ("root", "node", "experiences", "status", "yes", "no", "electorate", "voting closes"):
+        table.add_column(column)
+    for info in registry.all_batches():
+        status_name = info.tally.status.name.lower()
+        if status_filter and status_name != status_filter:
+            continue
+        closes = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.tally.deadline))
+        table.add_row(info.root.hex()[:16], str(info.node_id), str(info.count), status_name, str(info.tally.yes), str(info.tally.no), str(info.tally.electorate), closes)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("batch")
+def show(batch: str) -> None:
+    """Fetch batch BATCH (root or prefix), verify it against the chain, and print its experiences."""
+    from dso.batch import summarize
+    from dso.sync import BatchRecord, apply_events, SyncState, fetch_and_verify
+
+    registry = open_registry()
+    root = resolve_root(registry, batch)
+    state = SyncState(registry.address, 0)
+    apply_events(state, [e for e in registry.events(load_config().deploy_block).events if e.name == "BatchSubmitted" and e.args["root"] == root])
+    record: BatchRecord | None = state.batches.get(root.hex())
+    if record is None:
+        raise DsoError(f"no BatchSubmitted event for {root.hex()}")
+    document = fetch_and_verify(open_store(), root.hex(), record)
+    info = registry.batch(root)
+    console.print(f"batch {root.hex()}: {info.tally.status.name.lower()}, {info.tally.yes} yes / {info.tally.no} no; verified CID {record.cid}")
+    console.print(summarize(document))
+    table = Table()
+    for column in ("#", "domain", "confidence", "experience"):
+        table.add_column(column)
+    for n, e in enumerate(document.experiences):
+        table.add_row(str(n), e.domain, f"{e.confidence:.2f}", e.text)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("batch")
+@click.option("--approve/--reject", required=True, help="Your vote.")
+@wallet_options
+def vote(batch: str, approve: bool, wallet_name: str, password_env: str | None) -> None:
+    """Vote on batch BATCH as a DAO member."""
+    registry = open_registry()
+    root = resolve_root(registry, batch)
+    tx = registry.vote_on_batch(unlock_wallet(wallet_name, password_env), root, approve)
+    tally = registry.batch(root).tally
+    console.print(f"voted {'yes' if approve else 'no'} on {root.hex()[:16]} (gas {tx.gas_used:,}); now {tally.yes} yes / {tally.no} no of {tally.electorate}")
+
+
+@cli.command()
+@click.argument("batch")
+@wallet_options
+def finalize(batch: str, wallet_name: str, password_env: str | None) -> None:
+    """Decide batch BATCH once its vote is over or its outcome is certain (anyone may send)."""
+    registry = open_registry()
+    root = resolve_root(registry, batch)
+    result = registry.finalize_batch(unlock_wallet(wallet_name, password_env), root)
+    console.print(f"batch {root.hex()[:16]} {result.status.name.lower()} (gas {result.tx.gas_used:,})")
+
+
+@cli.command("sync")
+@click.option("--confirmations", default=0, show_default=True, help="Ignore the newest N blocks (reorg safety on real networks).")
+def sync_command(confirmations: int) -> None:
+    """Load every accepted, verified batch into the local library; drop revoked ones."""
+    from rich.progress import Progress
+
+    from dso.embed import load_embedder
+    from dso.library import Library
+    from dso.sync import sync
+
+    config = load_config()
+    registry = open_registry()
+    with Library(library_path(), load_embedder("minilm")) as library, Progress(console=console, transient=True) as bar:
+        task = bar.add_task("fetching and verifying batches", total=None)
+        report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
+                      progress=lambda root, done, total: bar.update(task, completed=done, total=total))
+        size = len(library)
+    console.print(
+        f"blocks {report.from_block}-{report.to_block}: loaded {len(report.loaded)} batch(es) "
+        f"(+{report.experiences_added} experiences), dropped {len(report.revoked)} revoked, "
+        f"{len(report.invalid)} refused, {len(report.unavailable)} not yet available; library holds {size} in {report.seconds} s"
+    )
+    for root, reason in report.invalid.items():
+        console.print(f"[red]refused[/red] {root[:16]}: {reason}")
+
+
+@cli.group()
+def dao() -> None:
+    """DAO governance: members, nodes and revocations, decided by vote."""
+
+
+def _propose(kind: str, target: str, wallet_name: str, password_env: str | None) -> None:
+    registry = open_registry()
+    proposer = unlock_wallet(wallet_name, password_env)
+    make = {
+        "add-member": registry.propose_add_member,
+        "remove-member": registry.propose_remove_member,
+        "admit-node": registry.propose_admit_node,
+        "remove-node": registry.propose_remove_node,
+        "revoke": lambda who, value: registry.propose_revoke_batch(who, resolve_root(registry, value)),
+    }[kind]
+    result = make(proposer, target)
+    console.print(f"proposal {result.proposal_id} created ({kind} {target}); vote with `dso dao vote {result.proposal_id} --approve`")
+
+
+for _name, _kind, _help in (
+    ("propose-member", "add-member", "Propose admitting TARGET (an address) as a DAO member."),
+    ("propose-remove-member", "remove-member", "Propose removing member TARGET (an address)."),
+    ("propose-node", "admit-node", "Propose admitting TARGET (an address) as a node."),
+    ("propose-remove-node", "remove-node", "Propose removing node TARGET (an address)."),
+    ("revoke", "revoke", "Propose revoking accepted batch TARGET (root or prefix)."),
+):
+    def _command(target: str, wallet_name: str, password_env: str | None, _kind: str = _kind) -> None:
+        _propose(_kind, target, wallet_name, password_env)
+
+    _command.__doc__ = _help
+    dao.command(_name)(wallet_options(click.argument("target")(_command)))
+
+
+@dao.command("vote")
+@click.argument("proposal_id", type=int)
+@click.option("--approve/--reject", required=True)
+@wallet_options
+def dao_vote(proposal_id: int, approve: bool, wallet_name: str, password_env: str | None) -> None:
+    """Vote on proposal PROPOSAL_ID."""
+    registry = open_registry()
+    registry.vote_on_proposal(unlock_wallet(wallet_name, password_env), proposal_id, approve)
+    tally = registry.proposal(proposal_id).tally
+    console.print(f"voted {'yes' if approve else 'no'} on proposal {proposal_id}; now {tally.yes} yes / {tally.no} no of {tally.electorate}")
+
+
+@dao.command("finalize")
+@click.argument("proposal_id", type=int)
+@wallet_options
+def dao_finalize(proposal_id: int, wallet_name: str, password_env: str | None) -> None:
+    """Decide proposal PROPOSAL_ID; an accepted proposal's action runs at once."""
+    result = open_registry().finalize_proposal(unlock_wallet(wallet_name, password_env), proposal_id)
+    console.print(f"proposal {proposal_id} {result.status.name.lower()}" + (f", applied: {result.applied}" if result.status == Status.ACCEPTED else ""))
+
+
+@dao.command("proposals")
+def dao_proposals() -> None:
+    """List governance proposals with their tallies."""
+    registry = open_registry()
+    table = Table(title="proposals")
+    for column in ("id", "kind", "target", "status", "yes", "no", "electorate"):
+        table.add_column(column)
+    for offset in range(0, registry.proposal_count(), 200):
+        for p in registry.proposals(offset, 200):
+            target = p.account if p.kind != p.kind.REVOKE_BATCH else p.batch.hex()[:16]
+            table.add_row(str(p.proposal_id), p.kind.name.lower(), target, p.tally.status.name.lower(), str(p.tally.yes), str(p.tally.no), str(p.tally.electorate))
+    console.print(table)
 
 
 @cli.command()
