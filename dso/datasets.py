@@ -32,6 +32,12 @@ _DOMAIN_RULES = (
 )
 
 
+_COMMON_OPENINGS = {
+    "A", "An", "The", "On", "In", "At", "Each", "Every", "If", "It", "It's", "There", "This", "These",
+    "For", "During", "After", "Before", "Some", "One", "Two", "Three", "Four", "Five", "Last", "Today",
+}
+
+
 class DatasetError(DsoError):
     """A shared data set is missing or malformed."""
 
@@ -70,6 +76,9 @@ def distill(question: str, answer: str) -> Insight:
     situation = _SENTENCE_END.split(question.strip(), maxsplit=1)[0].rstrip(".?! ")
     steps = [_CALCULATOR.sub("", line).strip() for line in answer.split("\n") if line.strip() and not line.startswith("####")]
     first = steps[0].rstrip(".") if steps else "work step by step"
+    opening, _, rest = situation.partition(" ")
+    if opening in _COMMON_OPENINGS:  # "When the bakery...", but "When Natalia..."
+        situation = f"{opening.lower()} {rest}"
     text = f"When {situation[:160]}, start with this step: {first[:200]}."
     lowered = question.lower()
     domain = next((d for d, words in _DOMAIN_RULES if any(w in lowered for w in words)), "math.arithmetic")

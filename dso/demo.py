@@ -1,119 +1,147 @@
-"""`dso demo`: the registry's on-chain lifecycle on a private devnet, narrated step by step.
+"""`dso demo`: the four user jobs on a private devnet, narrated step by step.
 
-What exists so far is the on-chain half: nodes commit batches (directly and through a relayer),
-members vote, batches are finalized, the DAO admits a member by vote, a client reads it all back
-from events. The off-chain pipeline (embeddings, codecs, Merkle batches, IPFS) plugs into the
-`root` and `cid` fields when it lands; until then the demo commits a sha256 digest of real sample
-experiences as a stand-in root, and says so.
+1. bring up Anvil and the IPFS node, deploy the registry (5 DAO members, 4 nodes, no owner);
+2. each node distils experiences from GSM8K solutions and submits them from its wallet: embed,
+   compress, batch, Merkle root, pin to IPFS, commit on-chain (through the durable outbox);
+   node 4 publishes a careless batch (off-topic sentences labelled as math) and node 2 repeats
+   some of node 1's experiences;
+3. members vote: three batches accepted, node 4's rejected; all finalized;
+4. an agent syncs the accepted batches (CID, root, count and schema verified against the chain)
+   into its local library and answers a few questions with retrieved experiences.
+
+All state lives in a temporary directory; both services are stopped at the end.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
-from web3 import Web3
 
 from dso.chain import Registry, Status, connect
-from dso.devnet import dev_accounts, free_port, start_anvil
+from dso.datasets import gsm8k_insights, gsm8k_records, sts_pairs
+from dso.devnet import dev_accounts, free_port, start_anvil, start_ipfs
+from dso.embed import load_embedder
+from dso.experience import Insight
+from dso.ipfs import KuboClient
+from dso.library import Library
+from dso.node import Outbox, insights_to_jsonl, submit
+from dso.sync import sync
 
-SAMPLE_EXPERIENCES = [
-    ("math.algebra", "When solving a linear equation, verify the answer by substituting it back."),
-    ("math.arithmetic", "When a word problem mixes units, convert everything to one unit before computing."),
-    ("math.percent", "When a price changes by a percentage twice, apply the changes one after the other, not summed."),
-    ("math.geometry", "When asked for an area, write the formula first and only then plug in numbers."),
-]
-SCHEMA = Web3.keccak(text="dso/demo|no-embedding|no-codec")
-
-
-def stand_in_root(experiences: list[tuple[str, str]]) -> bytes:
-    """sha256 over the canonical JSON of the sample experiences (a stand-in for the Merkle root)."""
-    return hashlib.sha256(json.dumps(experiences, sort_keys=True, separators=(",", ":")).encode()).digest()
+BATCH_SIZE = 24
+QUESTIONS_OFFSET = 7_000  # GSM8K problems far from the ones the nodes distil
 
 
-def stand_in_cid(root: bytes) -> bytes:
-    """A binary CIDv1 (raw, sha2-256) of the same digest, as the pipeline will produce."""
-    return bytes.fromhex("01551220") + root
+@dataclass(frozen=True)
+class SubmittedBatch:
+    node: int
+    root: str
+    count: int
+    bytes: int
+    gas: int
+    label: str
 
 
-def run_demo(console: Console, step: Callable[[str], None] | None = None) -> dict[str, object]:
-    """Run the lifecycle on a private Anvil; return the summary figures. Anvil is always stopped."""
-    say = step or (lambda text: console.print(f"[bold cyan]▶[/bold cyan] {text}"))
+def node_inputs() -> list[tuple[str, list[Insight]]]:
+    """What each of the 4 nodes publishes (a label and its insights)."""
+    insights = gsm8k_insights(3 * BATCH_SIZE)
+    first, second, third = insights[:BATCH_SIZE], insights[BATCH_SIZE : 2 * BATCH_SIZE], insights[2 * BATCH_SIZE :]
+    overlap = first[:4] + second[4:]  # node 2 also reports 4 of node 1's experiences
+    careless = [Insight(p.first, "math.algebra", 0.99) for p in sts_pairs("dev")[:BATCH_SIZE]]
+    return [
+        ("GSM8K insights 0-23", first),
+        ("GSM8K insights 28-47 + 4 of node 1's", overlap),
+        ("GSM8K insights 48-71", third),
+        ("off-topic sentences labelled as algebra", careless),
+    ]
+
+
+def run_demo(console: Console) -> dict[str, object]:
+    """Run the whole demo; return the summary figures. Services are always stopped."""
+    say = lambda text: console.print(f"[bold cyan]▶[/bold cyan] {text}")  # noqa: E731
     started = time.monotonic()
-    gas: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as state:
-        say("Starting a private Anvil devnet")
-        process, url = start_anvil(Path(state), port=free_port())
+    with tempfile.TemporaryDirectory(prefix="dso-demo-") as home:
+        state = Path(home)
+        say("Starting the devnet: Anvil and an offline IPFS node")
+        anvil, rpc_url = start_anvil(state, port=free_port())
         try:
-            w3 = connect(url)
-            accounts = dev_accounts(10)
-            deployer, members, nodes, relayer = accounts[0], accounts[1:6], accounts[6:10], accounts[0]
-            say("Deploying ExperienceRegistry with 5 members and 4 nodes (no owner key)")
-            registry, tx = Registry.deploy(w3, deployer, [m.address for m in members], [n.address for n in nodes], voting_period=600)
-            gas["deploy"] = tx.gas_used
-
-            good = SAMPLE_EXPERIENCES[:2]
-            say(f"Node 1 commits a batch of {len(good)} experiences from its own wallet")
-            first = registry.submit_batch(nodes[0], stand_in_root(good), stand_in_cid(stand_in_root(good)), len(good), SCHEMA)
-            gas["submitBatch"] = first.tx.gas_used
-
-            rest = SAMPLE_EXPERIENCES[2:]
-            say("Node 2 signs a batch (EIP-712) and a relayer pays the gas")
-            deadline = w3.eth.get_block("latest")["timestamp"] + 600
-            signed = registry.sign_submission(nodes[1], stand_in_root(rest), stand_in_cid(stand_in_root(rest)), len(rest), SCHEMA, deadline)
-            second = registry.submit_signed(relayer, signed)
-            gas["submitBatchWithSig"] = second.tx.gas_used
-
-            say("Members vote: batch 1 gets 4 yes, batch 2 gets 3 no")
-            for member in members[:4]:
-                gas["voteOnBatch"] = registry.vote_on_batch(member, first.root, True).gas_used
-            for member in members[:3]:
-                registry.vote_on_batch(member, second.root, False)
-            say("Finalizing both early: the outstanding votes can no longer change either outcome")
-            accepted = registry.finalize_batch(deployer, first.root)
-            rejected = registry.finalize_batch(deployer, second.root)
-            gas["finalizeBatch"] = accepted.tx.gas_used
-
-            newcomer = dev_accounts(11)[10]
-            say("The DAO votes a new member in (proposal, 4 yes, finalize executes it)")
-            proposal = registry.propose_add_member(members[0], newcomer.address)
-            for member in members[:4]:
-                registry.vote_on_proposal(member, proposal.proposal_id, True)
-            added = registry.finalize_proposal(deployer, proposal.proposal_id)
-
-            say("A client reads the registry back from its events")
-            events = registry.events(0).events
-            batches = registry.batches()
+            ipfs, ipfs_api = start_ipfs(state, port=free_port())
+        except BaseException:
+            anvil.stop()
+            raise
+        try:
+            return _run(console, say, state, rpc_url, ipfs_api, started)
         finally:
-            process.stop()
+            ipfs.stop()
+            anvil.stop()
+            say("Devnet stopped")
+
+
+def _run(console: Console, say, state: Path, rpc_url: str, ipfs_api: str, started: float) -> dict[str, object]:
+    w3 = connect(rpc_url)
+    accounts = dev_accounts(10)
+    deployer, members, nodes = accounts[0], accounts[1:6], accounts[6:10]
+    say("Deploying ExperienceRegistry: 5 DAO members, 4 admitted nodes, no owner key")
+    registry, deploy = Registry.deploy(w3, deployer, [m.address for m in members], [n.address for n in nodes], voting_period=600)
+
+    say("Loading the embedding model (all-MiniLM-L6-v2, offline)")
+    embedder = load_embedder("minilm")
+    submitted: list[SubmittedBatch] = []
+    with KuboClient(ipfs_api) as store:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("nodes submitting batches", total=4)
+            for index, (label, insights) in enumerate(node_inputs()):
+                path = state / f"node{index + 1}.jsonl"
+                path.write_text(insights_to_jsonl(insights))
+                outbox = Outbox(state / f"outbox-node{index + 1}")
+                committed, pending = submit(path, nodes[index], embedder, store, registry, outbox)
+                if pending:
+                    raise RuntimeError(f"node {index + 1} could not commit: {pending[0].last_error}")
+                c = committed[0]
+                submitted.append(SubmittedBatch(index + 1, c.root, c.count, c.bytes, c.gas_used or 0, label))
+                bar.advance(task)
+        for b in submitted:
+            say(f"Node {b.node} committed {b.count} experiences ({b.label}): root {b.root[:12]}…, {b.bytes:,} B on IPFS, {b.gas:,} gas")
+
+        say("DAO members review and vote: nodes 1-3 accepted, node 4's off-topic batch rejected")
+        for b in submitted:
+            approve = b.node != 4
+            for member in members[:4]:
+                registry.vote_on_batch(member, bytes.fromhex(b.root), approve)
+        statuses = {b.root: registry.finalize_batch(deployer, bytes.fromhex(b.root)).status for b in submitted}
+        say("Finalized early (the fifth vote could not change any outcome): " + ", ".join(f"node {b.node} {statuses[b.root].name.lower()}" for b in submitted))
+
+        say("An agent syncs the accepted batches, verifying each against the chain")
+        with Library(state / "agent.sqlite", embedder) as library:
+            report = sync(registry, store, library, state / "sync.json")
+            size = len(library)
+            say(f"Library: {size} experiences from {len(report.loaded)} batches in {report.seconds} s "
+                f"(node 2's 4 repeats merged, counted as support from 2 nodes)")
+            questions = [r["question"] for r in gsm8k_records(QUESTIONS_OFFSET + 3)[QUESTIONS_OFFSET:]]
+            for question in questions:
+                console.print(f"\n[bold]Agent question:[/bold] {question}")
+                console.print(library.context_for(question, k=3) or "(no experience applies)")
+            supported = max((library.support(h.experience.experience_id) for h in library.search(node_inputs()[0][1][0].text, k=1)), default=0)
+
     table = Table(title="dso demo summary")
-    for column in ("batch", "node", "experiences", "yes", "no", "status"):
+    for column in ("node", "batch", "experiences", "bytes", "submit gas", "status"):
         table.add_column(column)
-    for info in batches:
-        table.add_row(info.root.hex()[:16] + "…", str(info.node_id), str(info.count), str(info.tally.yes), str(info.tally.no), info.tally.status.name.lower())
+    for b in submitted:
+        table.add_row(str(b.node), b.root[:16] + "…", str(b.count), f"{b.bytes:,}", f"{b.gas:,}", statuses[b.root].name.lower())
     console.print(table)
-    gas_table = Table(title="gas (whole transaction)")
-    gas_table.add_column("operation")
-    gas_table.add_column("gas", justify="right")
-    for name, value in gas.items():
-        gas_table.add_row(name, f"{value:,}")
-    console.print(gas_table)
-    summary = {
-        "accepted": accepted.status == Status.ACCEPTED,
-        "rejected": rejected.status == Status.REJECTED,
-        "member_added": bool(added.applied),
-        "events": len(events),
-        "gas": gas,
-        "seconds": round(time.monotonic() - started, 2),
+    seconds = round(time.monotonic() - started, 1)
+    console.print(f"deploy gas {deploy.gas_used:,}; sync {report.seconds} s; library {size} experiences; whole demo {seconds} s")
+    return {
+        "statuses": {b.node: statuses[b.root].name.lower() for b in submitted},
+        "library_size": size,
+        "loaded": len(report.loaded),
+        "support_of_shared": supported,
+        "submit_gas": [b.gas for b in submitted],
+        "sync_seconds": report.seconds,
+        "seconds": seconds,
     }
-    console.print(
-        f"{len(events)} events read back; member added: {summary['member_added']}; "
-        f"finished in {summary['seconds']} s. The devnet was stopped."
-    )
-    return summary

@@ -1,4 +1,4 @@
-"""`dso demo` runs the lifecycle to the expected end state and leaves no Anvil behind."""
+"""`dso demo` runs the four jobs to the expected end state and leaves no service behind."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import io
 
 from rich.console import Console
 
-from dso.demo import run_demo
+from dso.demo import BATCH_SIZE, run_demo
 
 
-def test_demo_accepts_one_batch_rejects_the_other_and_admits_a_member():
-    summary = run_demo(Console(file=io.StringIO()))
-    assert summary["accepted"] and summary["rejected"] and summary["member_added"]
-    assert summary["gas"]["submitBatch"] <= 80_000
+def test_demo_accepts_three_batches_rejects_the_careless_one_and_merges_repeats():
+    output = io.StringIO()
+    summary = run_demo(Console(file=output, width=200))
+    assert summary["statuses"] == {1: "accepted", 2: "accepted", 3: "accepted", 4: "rejected"}
+    assert summary["loaded"] == 3
+    assert summary["library_size"] == 3 * BATCH_SIZE - 4  # node 2's four repeats are merged
+    assert summary["support_of_shared"] == 2
+    assert all(gas <= 80_000 for gas in summary["submit_gas"])
+    text = output.getvalue()
+    assert text.count("Relevant experiences") == 3 and "Devnet stopped" in text
