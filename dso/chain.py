@@ -205,7 +205,15 @@ class ErrorDecoder:
             return ContractRevert("Unknown", (raw.hex(),), f"contract reverted with unrecognized data 0x{raw.hex()}")
         name, types = known
         values = tuple(abi_decode(types, raw[4:])) if types else ()
-        return ContractRevert(name, tuple(_plain(v) for v in values))
+        args = tuple(_plain(v) for v in values)
+        if name in _STATUS_ERRORS:  # show the status by name: NotPending(accepted), not NotPending(2)
+            rendered = ", ".join(Status(v).name.lower() if isinstance(v, int) and i == _STATUS_ERRORS[name] else str(v) for i, v in enumerate(args))
+            return ContractRevert(name, args, f"contract reverted with {name}({rendered})")
+        return ContractRevert(name, args)
+
+
+# Custom errors whose argument at this position is a Status.
+_STATUS_ERRORS = {"NotPending": 0, "BatchIsNotAccepted": 1}
 
 
 def _abi_type(inp: dict[str, Any]) -> str:

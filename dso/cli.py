@@ -16,7 +16,8 @@ from dso.chain import Registry, Status, connect
 from dso.config import NetworkConfig, atomic_write_text, dso_home, load_config, save_config
 from dso.devnet import DEFAULT_ANVIL_PORT, DEFAULT_IPFS_PORT, ManagedProcess, dev_accounts, start_anvil, start_ipfs
 from dso.errors import DsoError
-from dso.wallet import load_keystore, password_from_env_or_prompt
+from dso.cli_wallet import wallet
+from dso.wallet import DEV_PASSWORD_ENV, create_dev_wallets, dev_password, load_keystore, password_from_env_or_prompt
 
 console = Console()
 
@@ -78,6 +79,8 @@ def devnet_up(port: int, ipfs_port: int, voting_period: int, quorum_bps: int) ->
         "roles": {role: [{"index": i, "address": accounts[i].address} for i in indexes] for role, indexes in DEVNET_ROLES.items()},
     }
     atomic_write_text(devnet_dir() / "accounts.json", json.dumps(accounts_doc, indent=2) + "\n")
+    dev_names = {"deployer": accounts[0], **{f"member{i}": accounts[i] for i in range(1, 6)}, **{f"node{i - 5}": accounts[i] for i in range(6, 10)}}
+    create_dev_wallets(dev_names)
     table = Table(title="dso devnet", show_header=False)
     table.add_row("RPC", url)
     table.add_row("chain id", str(config.chain_id))
@@ -87,6 +90,7 @@ def devnet_up(port: int, ipfs_port: int, voting_period: int, quorum_bps: int) ->
     table.add_row("nodes", "\n".join(a.address for a in roles["nodes"]))
     table.add_row("IPFS API", ipfs_api)
     table.add_row("pids", f"anvil {process.pid()}, ipfs {ipfs_process.pid()}")
+    table.add_row("wallets", f"{', '.join(dev_names)} (password {dev_password()!r}, or ${DEV_PASSWORD_ENV})")
     table.add_row("config", str(path))
     console.print(table)
 
@@ -443,6 +447,9 @@ def demo() -> None:
         raise DsoError(f"demo ended in an unexpected state: {summary}")
 
 
+cli.add_command(wallet)
+
+
 def main() -> None:
     """Entry point: user errors print one clear line, never a traceback."""
     try:
@@ -454,7 +461,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DsoError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
 
 

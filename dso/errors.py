@@ -83,3 +83,13 @@ class ObjectTooLarge(StoreError):
 
 class InvalidCid(StoreError):
     """A CID is malformed, or is not the form dso stores (CIDv1, raw codec, sha2-256)."""
+
+
+class AggregationError(DsoError):
+    """Reports or aggregation settings are unusable: a malformed report, vectors of mixed dimension,
+    an unknown aggregator, weights an aggregator cannot honour, or an invalid acceptance policy."""
+
+
+class InsufficientReports(AggregationError):
+    """A robust aggregator's precondition fails for this many inputs (Krum needs n > 2f + 2, a trimmed
+    mean n > 2f): collect reports from more nodes or assume fewer Byzantine ones."""

@@ -1,0 +1,56 @@
+"""Byzantine-robust, Sybil-weighted aggregation of experience reports (pure: no I/O, no chain).
+
+Reports of the same experience from many nodes are clustered (`cluster`), each admitted node gets
+one voice per cluster however many copies it sends, robust statistics are taken over the voices,
+and an `AcceptancePolicy` decides what enters the global library (`consensus.aggregate`).
+
+One aggregator per module, each citing its paper and stating its breakdown point:
+
+- `median`: coordinate-wise weighted median (Yin et al. 2018), 1/2 per coordinate; the default.
+- `trimmed_mean`: coordinate-wise trimmed mean (Yin et al. 2018), f/n.
+- `geometric_median`: smoothed Weiszfeld (Pillutla et al. 2019; Weiszfeld 1937), 1/2.
+- `krum`: Krum and Multi-Krum (Blanchard et al. 2017), needs n > 2f + 2.
+- `medoid`: the most central input (Kaufman and Rousseeuw 1987), bounded at 1/2; picks the text.
+- `majority`: per-bit majority vote (Bernstein et al. 2019), 1/2 per bit; for BitDelta codes.
+"""
+
+from dso.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
+from dso.aggregate.consensus import (
+    DEFAULT_BYZANTINE_FRACTION,
+    VECTOR_AGGREGATORS,
+    Aggregation,
+    ClusterResult,
+    VectorAggregator,
+    aggregate,
+)
+from dso.aggregate.geometric_median import geometric_median
+from dso.aggregate.krum import krum, krum_scores, multi_krum
+from dso.aggregate.majority import bitdelta_consensus, majority_bits
+from dso.aggregate.median import coordinate_median, weighted_median
+from dso.aggregate.medoid import medoid_index
+from dso.aggregate.policy import AcceptancePolicy
+from dso.aggregate.records import Report
+from dso.aggregate.trimmed_mean import trimmed_mean
+
+__all__ = [
+    "DEFAULT_BYZANTINE_FRACTION",
+    "NEAR_DUPLICATE_COSINE",
+    "VECTOR_AGGREGATORS",
+    "AcceptancePolicy",
+    "Aggregation",
+    "ClusterResult",
+    "Report",
+    "VectorAggregator",
+    "aggregate",
+    "bitdelta_consensus",
+    "cluster_reports",
+    "coordinate_median",
+    "geometric_median",
+    "krum",
+    "krum_scores",
+    "majority_bits",
+    "medoid_index",
+    "multi_krum",
+    "trimmed_mean",
+    "weighted_median",
+]

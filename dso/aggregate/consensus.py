@@ -1,0 +1,272 @@
+"""From reports to the global library: cluster, give each node one voice, take robust statistics
+per cluster, apply the acceptance policy.
+
+Pure: no I/O. The caller passes reports it has verified against their batches, the set of node ids
+admitted on chain, and (optionally) a weight per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Collection, Iterable, Mapping
+
+import numpy as np
+
+from dso.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
+from dso.aggregate.geometric_median import geometric_median
+from dso.aggregate.krum import krum, multi_krum
+from dso.aggregate.majority import bitdelta_consensus
+from dso.aggregate.median import coordinate_median, weighted_median
+from dso.aggregate.medoid import medoid_index
+from dso.aggregate.policy import AcceptancePolicy, ceil_fraction
+from dso.aggregate.records import Report
+from dso.aggregate.trimmed_mean import trimmed_mean
+from dso.codec import SCALE_BYTES
+from dso.errors import AggregationError, InsufficientReports
+
+# (voice vectors (n, d), voice weights (n,)) -> consensus vector (d,)
+VectorAggregator = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+VECTOR_AGGREGATORS = ("median", "trimmed_mean", "geometric_median", "krum", "multi_krum")
+# Those that take no weights: asking for them with unequal node weights is an error, not a shrug.
+UNWEIGHTED_AGGREGATORS = frozenset({"trimmed_mean", "krum", "multi_krum"})
+# The share of a cluster's voices assumed Byzantine by the aggregators that need a count f:
+# f = ceil(0.25 n), so at least one attacker is assumed in every cluster.
+DEFAULT_BYZANTINE_FRACTION = 0.25
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterResult:
+    """One experience as the network reported it, with its robust statistics and the verdict.
+
+    `experience_id`, `text` are those of the medoid voice's report; `domain` is the weighted
+    plurality of the voices' domains (ties: alphabetical); `confidence` is the weighted median of the
+    voices' confidences; `vector` the consensus vector (None when the chosen aggregator's
+    precondition fails for this many voices); `code` the per-bit majority of the voices' codes (None
+    when no voice carries one). `support` = len(node_ids), distinct admitted nodes.
+    `experience_ids` and `batch_roots` list every report's provenance. `reason` is None iff accepted.
+    """
+
+    experience_id: str
+    text: str
+    domain: str
+    confidence: float
+    vector: np.ndarray | None
+    code: bytes | None
+    support: int
+    node_ids: tuple[int, ...]
+    experience_ids: tuple[str, ...]
+    batch_roots: tuple[bytes, ...]
+    accepted: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """The outcome of one aggregation window: every cluster (accepted first, then by support), the
+    numbers the acceptance bar was computed from, and how many reports were dropped because their
+    node is not admitted."""
+
+    clusters: tuple[ClusterResult, ...]
+    active_reporters: int
+    required_support: int
+    dropped_reports: int
+
+    @property
+    def accepted(self) -> tuple[ClusterResult, ...]:
+        """The clusters that enter the global library."""
+        return tuple(c for c in self.clusters if c.accepted)
+
+
+@dataclass(frozen=True, eq=False)
+class _Voice:
+    """One node's say in one cluster: the median confidence of its reports there, and its own
+    medoid report (text, domain, vector, code)."""
+
+    node_id: int
+    confidence: float
+    report: Report
+
+
+def aggregate(
+    reports: Iterable[Report],
+    admitted_node_ids: Collection[int],
+    policy: AcceptancePolicy = AcceptancePolicy(),
+    vector_aggregator: str | VectorAggregator = "median",
+    *,
+    node_weights: Mapping[int, float] | None = None,
+    byzantine_fraction: float = DEFAULT_BYZANTINE_FRACTION,
+    similarity: float = NEAR_DUPLICATE_COSINE,
+) -> Aggregation:
+    """Cluster `reports`, compute each cluster's robust statistics and decide its acceptance.
+
+    1. Reports whose `node_id` is not in `admitted_node_ids` are dropped (counted in
+       `dropped_reports`): addresses the chain has not admitted carry no weight at all.
+    2. `cluster_reports` (exact id/text, then cosine >= `similarity`).
+    3. In each cluster every node gets one voice: the median confidence of its reports there, and
+       its own medoid report for text, domain, vector and code. (An actual report, not the median
+       of its vectors: the median of 50 noisy near-duplicates is more central than any single honest
+       report, so a flooding node would win the medoid text; with one report per voice, flooding
+       buys it no more than choosing one well-placed text would.)
+    4. Statistics over the voices (sorted by node id, so ties go to the lowest id): weighted median
+       confidence, medoid text, plurality domain, `vector_aggregator` (``"median"``,
+       ``"trimmed_mean"``, ``"geometric_median"``, ``"krum"``, ``"multi_krum"``, or a callable
+       ``(vectors, weights) -> vector``), per-bit majority code.
+    5. `policy` decides; a cluster whose aggregator precondition fails is rejected with that reason.
+
+    `node_weights` (node id -> weight > 0, e.g. reputation) weight the statistics, never the
+    support count. WARNING: a node with half the total weight dictates every weighted statistic.
+    The trimmed mean and Krum take no weights and refuse unequal ones.
+
+    `byzantine_fraction` sets f = ceil(fraction * voices) for the trimmed mean and (Multi-)Krum.
+    At the default 0.25, Krum needs n > 2f + 2, i.e. at least 7 voices, and the trimmed mean 3.
+
+    Raises AggregationError for malformed input or settings.
+    """
+    if not isinstance(policy, AcceptancePolicy):
+        raise AggregationError(f"policy must be an AcceptancePolicy; got {type(policy).__name__}")
+    admitted = _check_node_ids(admitted_node_ids)
+    reports = list(reports)
+    kept = [r for r in reports if isinstance(r, Report) and r.node_id in admitted]
+    if any(not isinstance(r, Report) for r in reports):
+        raise AggregationError("reports must be Report records")
+    reporters = sorted({r.node_id for r in kept})
+    weights = _check_node_weights(node_weights, reporters)
+    combine = _vector_aggregator(vector_aggregator, byzantine_fraction, weights)
+    _check_codes(kept)
+    active = len(reporters)
+    clusters = []
+    for cluster in cluster_reports(kept, similarity):
+        clusters.append(_cluster_result(cluster, weights, combine, policy, active))
+    clusters.sort(key=lambda c: (not c.accepted, -c.support, c.experience_id))
+    return Aggregation(tuple(clusters), active, policy.required_support(active), len(reports) - len(kept))
+
+
+def _cluster_result(
+    cluster: tuple[Report, ...],
+    node_weights: Mapping[int, float],
+    combine: VectorAggregator,
+    policy: AcceptancePolicy,
+    active: int,
+) -> ClusterResult:
+    voices = _voices(cluster)
+    w = np.array([node_weights[v.node_id] for v in voices])
+    vectors = np.stack([v.report.vector for v in voices])
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    medoid = voices[medoid_index(units, w)].report
+    confidence = weighted_median(np.array([v.confidence for v in voices]), w)
+    reasons = []
+    try:
+        vector: np.ndarray | None = np.asarray(combine(vectors, w), dtype=np.float64)
+    except InsufficientReports as exc:
+        vector = None
+        reasons.append(str(exc))
+    policy_reason = policy.rejection(len(voices), confidence, active)
+    if policy_reason:
+        reasons.insert(0, policy_reason)
+    return ClusterResult(
+        experience_id=medoid.experience_id,
+        text=medoid.text,
+        domain=_plurality([v.report.domain for v in voices], w),
+        confidence=confidence,
+        vector=vector,
+        code=_consensus_code(voices, w),
+        support=len(voices),
+        node_ids=tuple(v.node_id for v in voices),
+        experience_ids=tuple(sorted({r.experience_id for r in cluster})),
+        batch_roots=tuple(sorted({r.batch_root for r in cluster})),
+        accepted=not reasons,
+        reason="; ".join(reasons) or None,
+    )
+
+
+def _voices(cluster: tuple[Report, ...]) -> list[_Voice]:
+    """One voice per node, in node id order (the cluster is sorted by node, then id)."""
+    by_node: dict[int, list[Report]] = {}
+    for report in cluster:
+        by_node.setdefault(report.node_id, []).append(report)
+    voices = []
+    for node_id in sorted(by_node):
+        own = by_node[node_id]
+        vectors = np.stack([r.vector for r in own])
+        units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        confidence = weighted_median(np.array([r.confidence for r in own]))
+        voices.append(_Voice(node_id, confidence, own[medoid_index(units)]))
+    return voices
+
+
+def _plurality(labels: list[str], weights: np.ndarray) -> str:
+    tally: dict[str, float] = {}
+    for label, weight in zip(labels, weights.tolist()):
+        tally[label] = tally.get(label, 0.0) + weight
+    return min(tally, key=lambda label: (-tally[label], label))
+
+
+def _consensus_code(voices: list[_Voice], weights: np.ndarray) -> bytes | None:
+    coded = [(v.report.code, w) for v, w in zip(voices, weights.tolist()) if v.report.code is not None]
+    if not coded:
+        return None
+    codes = np.stack([np.frombuffer(code, dtype=np.uint8) for code, _ in coded])
+    return bitdelta_consensus(codes, np.array([w for _, w in coded]))
+
+
+def _vector_aggregator(choice: str | VectorAggregator, byzantine_fraction: float, node_weights: Mapping[int, float]) -> VectorAggregator:
+    if isinstance(byzantine_fraction, bool) or not isinstance(byzantine_fraction, (int, float)) or not 0 <= byzantine_fraction < 0.5:
+        raise AggregationError(f"byzantine_fraction must be in [0, 0.5); got {byzantine_fraction!r}")
+    if callable(choice):
+        return choice
+    if choice not in VECTOR_AGGREGATORS:
+        raise AggregationError(f"unknown vector aggregator {choice!r}; choose one of {list(VECTOR_AGGREGATORS)} or pass a callable")
+    if choice in UNWEIGHTED_AGGREGATORS and len(set(node_weights.values())) > 1:
+        raise AggregationError(f"{choice} takes no weights and the node weights differ: use 'median' or 'geometric_median'")
+
+    def f_of(vectors: np.ndarray) -> int:
+        return ceil_fraction(byzantine_fraction, len(vectors))
+
+    table: dict[str, VectorAggregator] = {
+        "median": coordinate_median,
+        "geometric_median": lambda x, w: geometric_median(x, w),
+        "trimmed_mean": lambda x, w: trimmed_mean(x, f_of(x)),
+        "krum": lambda x, w: krum(x, f_of(x)),
+        "multi_krum": lambda x, w: multi_krum(x, f_of(x)),
+    }
+    return table[choice]
+
+
+def _check_node_ids(node_ids: Collection[int]) -> frozenset[int]:
+    ids = frozenset(node_ids)
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+        raise AggregationError("admitted_node_ids must be on-chain node ids (integers >= 0)")
+    return ids
+
+
+def _check_node_weights(node_weights: Mapping[int, float] | None, reporters: list[int]) -> dict[int, float]:
+    """A weight for every reporting node: 1.0 each when none are given; otherwise every reporter
+    needs a finite weight > 0 (a missing one is an error, not a silent default)."""
+    if node_weights is None:
+        return {node: 1.0 for node in reporters}
+    missing = [node for node in reporters if node not in node_weights]
+    if missing:
+        raise AggregationError(f"node_weights has no weight for reporting nodes {missing[:10]}")
+    weights = {}
+    for node in reporters:
+        value = node_weights[node]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            raise AggregationError(f"node {node}'s weight must be a finite number > 0; got {value!r}")
+        weights[node] = float(value)
+    return weights
+
+
+def _check_codes(reports: list[Report]) -> None:
+    """Codes, when present, are bitdelta-1 codes of the vectors' dimension: dim/8 sign bytes + scale."""
+    coded = [r for r in reports if r.code is not None]
+    if not coded:
+        return
+    dim = coded[0].vector.shape[0]
+    expected = dim // 8 + SCALE_BYTES
+    bad = [r.experience_id for r in coded if dim % 8 or len(r.code) != expected]
+    if bad:
+        raise AggregationError(
+            f"codes must be bitdelta-1 codes of {dim}-d vectors ({expected} bytes); reports {bad[:5]} differ: "
+            "pass code=None for reports coded otherwise"
+        )

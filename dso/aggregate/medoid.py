@@ -1,0 +1,31 @@
+"""Medoid: the input that minimizes the weighted sum of distances to all inputs.
+
+Paper: L. Kaufman, P. J. Rousseeuw, "Clustering by means of medoids", in Statistical Data Analysis
+Based on the L1-Norm and Related Methods (Y. Dodge, ed.), North-Holland 1987 (PAM).
+
+Used to pick one experience text for a cluster: the report whose vector is most central. It is a
+geometric median restricted to the inputs, and its breakdown point is 1/2 in the same sense: while
+Byzantine inputs hold less than half of the weight, the chosen input lies within a bounded distance
+of the honest inputs (a far input's sum of distances exceeds the central honest input's).
+
+WARNING: it bounds *where* the chosen input is, not *whose* it is. A Byzantine node whose text
+embeds right in the middle of the honest ones can have its text chosen; its words then still mean
+nearly the same thing (cosine close to the honest reports), but they are its words. The acceptance
+rule, not the medoid, is what keeps a minority from adding experiences of its own.
+
+Ties go to the lowest index, so callers that sort their inputs get an order-independent choice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dso.aggregate._checks import check_vectors, check_weights, pairwise_sq_distances
+
+
+def medoid_index(vectors: np.ndarray, weights: np.ndarray | None = None) -> int:
+    """Index of the (n, d) input minimizing sum_j w_j |x_i - x_j| (Euclidean); ties: the lowest index."""
+    x = check_vectors(vectors)
+    w = check_weights(weights, len(x))
+    costs = np.sqrt(pairwise_sq_distances(x)) @ w
+    return int(np.argmin(costs))
