@@ -1,0 +1,77 @@
+"""The node operator's, DAO member's and agent builder's jobs through the `dso` command line, on
+the session's real Anvil and IPFS node."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dso.cli import cli
+from dso.config import NetworkConfig, save_config
+from dso.datasets import gsm8k_insights
+from dso.node import insights_to_jsonl
+from dso.wallet import create_dev_wallets
+
+from conftest import deploy_dao
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, w3, accounts, anvil_url, ipfs_api):
+    """A DSO_HOME pointing at a fresh registry on the session devnet, with dev wallets."""
+    monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    monkeypatch.setenv("DSO_DEV_PASSWORD", "dev")
+    dao = deploy_dao(w3, accounts, n_members=3, n_nodes=2)
+    save_config(NetworkConfig(anvil_url, w3.eth.chain_id, dao.registry.address, 0, "test", ipfs_api))
+    create_dev_wallets({"deployer": dao.deployer, **{f"member{i + 1}": m for i, m in enumerate(dao.members)}, "node1": dao.nodes[0]})
+    return tmp_path
+
+
+def run(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def signer(name: str) -> list[str]:
+    return ["--wallet", name, "--password-env", "DSO_DEV_PASSWORD"]
+
+
+def test_submit_vote_finalize_sync_query_show(home):
+    jsonl = home / "mine.jsonl"
+    jsonl.write_text(insights_to_jsonl(gsm8k_insights(6, offset=50)))
+    out = run("submit", str(jsonl), *signer("node1"))
+    root = out.split("committed batch ")[1].split()[0]
+    assert "pending" in run("batches")
+    for member in ("member1", "member2", "member3"):
+        run("vote", root[:12], "--approve", *signer(member))
+    assert "accepted" in run("finalize", root[:12], *signer("deployer"))
+    assert "loaded 1 batch(es) (+6 experiences)" in run("sync")
+    hits = json.loads(run("query", gsm8k_insights(6, offset=50)[2].text, "-k", "1", "--format", "json"))
+    assert hits[0]["text"] == gsm8k_insights(6, offset=50)[2].text
+    shown = run("show", root)
+    assert "verified CID" in shown and "accepted" in shown
+    assert "the outbox is empty" in run("outbox", "list")
+
+
+def test_dao_proposal_through_the_cli(home, accounts):
+    newcomer = accounts[15].address
+    out = run("dao", "propose-member", newcomer, *signer("member1"))
+    proposal = out.split("proposal ")[1].split()[0]
+    for member in ("member1", "member2", "member3"):
+        run("dao", "vote", proposal, "--approve", *signer(member))
+    assert "applied: True" in run("dao", "finalize", proposal, *signer("deployer"))
+    assert "add_member" in run("dao", "proposals")
+
+
+def test_user_errors_are_one_line_without_traceback(home):
+    runner = CliRunner()
+    bad = home / "bad.jsonl"
+    bad.write_text('{"text": "x", "domain": "math", "confidence": 2}\n')
+    result = runner.invoke(cli, ["submit", str(bad), *signer("node1")])
+    assert result.exit_code != 0 and "bad.jsonl:1: confidence must be in [0, 1]" in str(result.exception)
+    wrong = runner.invoke(cli, ["vote", "ffff", "--approve", *signer("member1")])
+    assert "matches 0 batches" in str(wrong.exception)
+    nobody = runner.invoke(cli, ["vote", "ffff", "--approve", "--wallet", "ghost", "--password-env", "DSO_DEV_PASSWORD"])
+    assert nobody.exit_code != 0
