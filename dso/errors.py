@@ -93,3 +93,8 @@ class AggregationError(DsoError):
 class InsufficientReports(AggregationError):
     """A robust aggregator's precondition fails for this many inputs (Krum needs n > 2f + 2, a trimmed
     mean n > 2f): collect reports from more nodes or assume fewer Byzantine ones."""
+
+
+class AlignmentError(DsoError):
+    """Anchor or query vectors cannot be used for a cross-model alignment (wrong shape, NaN/inf, too
+    few anchors, a dimension the alignment was not fitted for), or alignment bytes are malformed."""

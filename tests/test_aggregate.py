@@ -37,8 +37,18 @@ DIM = 16
 ROOT = bytes(32)
 
 
-def report(experience_id: str, node: int, vector, text: str | None = None, confidence: float = 0.8, domain: str = "math.algebra", code: bytes | None = None, root: bytes = ROOT) -> Report:
-    return Report(experience_id, node, text or f"text of {experience_id}", domain, confidence, np.asarray(vector, dtype=float), root, code)
+def report(
+    experience_id: str,
+    node: int,
+    vector,
+    text: str | None = None,
+    confidence: float = 0.8,
+    domain: str = "math.algebra",
+    code: bytes | None = None,
+    root: bytes = ROOT,
+) -> Report:
+    text = text or f"text of {experience_id}"
+    return Report(experience_id, node, text, domain, confidence, np.asarray(vector, dtype=float), root, code)
 
 
 def unit(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
@@ -71,15 +81,17 @@ def cluster_keys(clusters) -> list[tuple]:
 
 def result_view(result) -> list[tuple]:
     return [
-        (c.experience_id, c.text, c.domain, c.confidence, None if c.vector is None else c.vector.tobytes(), c.code, c.support, c.node_ids, c.experience_ids, c.batch_roots, c.accepted, c.reason)
+        (c.experience_id, c.text, c.domain, c.confidence, None if c.vector is None else c.vector.tobytes(), c.code)
+        + (c.support, c.node_ids, c.experience_ids, c.batch_roots, c.accepted, c.reason)
         for c in result.clusters
     ]
 
 
 @st.composite
 def report_sets(draw: st.DrawFn) -> list[Report]:
-    """A messy window: a few topics, paraphrases at noise levels that straddle the 0.9 threshold,
-    exact copies across nodes and batches, nodes that report one topic several times."""
+    """A messy window: a few topics in 8-d, paraphrases at noise levels that straddle the 0.9
+    threshold, exact copies across nodes and batches, nodes that report one topic several times,
+    bitdelta-1 codes (zero baseline) on about half the texts."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     topics = [unit(rng, 8) for _ in range(draw(st.integers(1, 4)))]
     reports = []
@@ -88,13 +100,12 @@ def report_sets(draw: st.DrawFn) -> list[Report]:
         topic = topics[int(rng.integers(len(topics)))]
         vector = near(rng, topic, float(rng.choice([0.05, 0.2, 0.35])))
         text = f"paraphrase {i}"
-        copies = int(rng.integers(1, 3))
-        for copy in range(copies):
+        confidence, domain = float(rng.uniform()), str(rng.choice(["math", "code"]))
+        code = np.packbits(vector >= 0).tobytes() + np.float16(rng.uniform(0.01, 0.1)).tobytes() if rng.random() < 0.5 else None
+        for copy in range(int(rng.integers(1, 3))):
             copy_node = node if copy == 0 else int(rng.integers(0, 8))
-            code = None
-            reports.append(
-                report(f"e{i}-{copy_node}", copy_node, vector, text=text, confidence=float(rng.uniform()), domain=str(rng.choice(["math", "code"])), code=code, root=bytes([copy]) * 32)
-            )
+            root = bytes([copy]) * 32
+            reports.append(report(f"e{i}-{copy_node}", copy_node, vector, text, confidence, domain, code, root))
     return reports
 
 
@@ -280,8 +291,6 @@ def test_bad_input_raises_dso_errors():
         aggregate([good], {1}, vector_aggregator="mean")
     with pytest.raises(AggregationError, match="embed every text with one model"):
         aggregate([good, report("b", 2, unit(rng, DIM + 8))], {1, 2})
-    with pytest.raises(AggregationError, match="bitdelta-1 codes"):
-        aggregate([report("c", 1, unit(rng), code=b"\x00" * 5)], {1})
     with pytest.raises(AggregationError, match="confidence"):
         report("d", 1, unit(rng), confidence=1.5)
     with pytest.raises(AggregationError, match="not all zeros"):
@@ -289,6 +298,21 @@ def test_bad_input_raises_dso_errors():
     with pytest.raises(AggregationError, match="byzantine_fraction"):
         aggregate([good], {1}, byzantine_fraction=0.5)
     assert issubclass(InsufficientReports, AggregationError) and issubclass(AggregationError, DsoError)
+
+
+def test_malformed_codes_are_left_out_of_the_vote_and_counted_not_fatal():
+    codec = get_codec("bitdelta-1", 384)
+    rng = np.random.default_rng(20)
+    topic = unit(rng, 384)
+    vectors = [near(rng, topic, 0.01) for _ in range(4)]
+    good = codec.encode(np.stack(vectors[:2]))
+    negative_scale = good[0].copy()
+    negative_scale[-1] |= 0x80
+    codes = [good[0].tobytes(), good[1].tobytes(), b"\x00" * 5, negative_scale.tobytes()]
+    result = aggregate([report(f"r{i}", i, v, code=c) for i, (v, c) in enumerate(zip(vectors, codes))], range(4))
+    assert result.invalid_codes == 2
+    (cluster,) = result.clusters
+    assert cluster.support == 4 and cluster.code == bitdelta_consensus(good)
 
 
 def test_cluster_code_is_the_bitdelta_majority_of_the_voices_codes():
@@ -366,7 +390,8 @@ def test_geometric_median_minimizes_the_weighted_sum_of_distances(sample):
         return float(ones @ np.linalg.norm(x - z, axis=1))
 
     ours = geometric_median(x, w)
-    reference = minimize(cost, x.mean(axis=0), method="Nelder-Mead", options={"xatol": 1e-12 * scale, "fatol": 1e-14 * scale, "maxiter": 20_000, "maxfev": 40_000})
+    options = {"xatol": 1e-12 * scale, "fatol": 1e-14 * scale, "maxiter": 20_000, "maxfev": 40_000}
+    reference = minimize(cost, x.mean(axis=0), method="Nelder-Mead", options=options)
     best = min(cost(reference.x), *(cost(p) for p in x))
     # 1e-5: next to an input holding almost half the weight Weiszfeld crawls (1e-6 after 1,000 steps).
     assert cost(ours) <= best * (1 + 1e-5) + 1e-12 * scale
@@ -547,7 +572,9 @@ def test_acceptance_boundaries_hold_end_to_end():
     assert not short.accepted and not unsure.accepted
 
 
-@pytest.mark.parametrize("settings_", [{"min_nodes": 1}, {"min_nodes": 0}, {"support_fraction": 1.5}, {"min_confidence": -0.1}, {"min_nodes": 2.5}])
+@pytest.mark.parametrize(
+    "settings_", [{"min_nodes": 1}, {"min_nodes": 0}, {"support_fraction": 1.5}, {"min_confidence": -0.1}, {"min_nodes": 2.5}]
+)
 def test_policies_that_let_one_node_through_or_make_no_sense_are_refused(settings_):
     with pytest.raises(AggregationError):
         AcceptancePolicy(**settings_)
@@ -572,6 +599,7 @@ def test_seeds_rule_starves_large_networks_and_admits_two_colluders_in_small_one
     assert float(np.median(votes)) == 1.0
     rng = np.random.default_rng(19)
     topic = unit(rng)
-    reports = experience(topic, [1, 2, 3], rng, "h", confidence=0.2) + [report("s", 4, near(rng, topic), confidence=1.0, root=bytes([i]) * 32) for i in range(50)]
+    copies = [report("s", 4, near(rng, topic), confidence=1.0, root=bytes([i]) * 32) for i in range(50)]
+    reports = experience(topic, [1, 2, 3], rng, "h", confidence=0.2) + copies
     (cluster,) = aggregate(reports, {1, 2, 3, 4}).clusters
     assert cluster.confidence == pytest.approx(0.2) and not cluster.accepted

@@ -7,8 +7,8 @@ admitted on chain, and (optionally) a weight per node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,8 +21,8 @@ from dso.aggregate.medoid import medoid_index
 from dso.aggregate.policy import AcceptancePolicy, ceil_fraction
 from dso.aggregate.records import Report
 from dso.aggregate.trimmed_mean import trimmed_mean
-from dso.codec import SCALE_BYTES
-from dso.errors import AggregationError, InsufficientReports
+from dso.codec import SCALE_BYTES, unpack_scales
+from dso.errors import AggregationError, CodecError, InsufficientReports
 
 # (voice vectors (n, d), voice weights (n,)) -> consensus vector (d,)
 VectorAggregator = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -33,6 +33,7 @@ UNWEIGHTED_AGGREGATORS = frozenset({"trimmed_mean", "krum", "multi_krum"})
 # The share of a cluster's voices assumed Byzantine by the aggregators that need a count f:
 # f = ceil(0.25 n), so at least one attacker is assumed in every cluster.
 DEFAULT_BYZANTINE_FRACTION = 0.25
+DEFAULT_POLICY = AcceptancePolicy()
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,13 +65,14 @@ class ClusterResult:
 @dataclass(frozen=True)
 class Aggregation:
     """The outcome of one aggregation window: every cluster (accepted first, then by support), the
-    numbers the acceptance bar was computed from, and how many reports were dropped because their
-    node is not admitted."""
+    numbers the acceptance bar was computed from, how many reports were dropped because their node is
+    not admitted, and how many reports' codes were left out of the vote as malformed."""
 
     clusters: tuple[ClusterResult, ...]
     active_reporters: int
     required_support: int
     dropped_reports: int
+    invalid_codes: int
 
     @property
     def accepted(self) -> tuple[ClusterResult, ...]:
@@ -91,7 +93,7 @@ class _Voice:
 def aggregate(
     reports: Iterable[Report],
     admitted_node_ids: Collection[int],
-    policy: AcceptancePolicy = AcceptancePolicy(),
+    policy: AcceptancePolicy = DEFAULT_POLICY,
     vector_aggregator: str | VectorAggregator = "median",
     *,
     node_weights: Mapping[int, float] | None = None,
@@ -118,6 +120,11 @@ def aggregate(
     support count. WARNING: a node with half the total weight dictates every weighted statistic.
     The trimmed mean and Krum take no weights and refuse unequal ones.
 
+    Codes are the nodes' own bytes: one that is not a ``bitdelta-1`` code of the vectors' dimension
+    (wrong length, or a scale no encoder writes) is left out of the vote and counted in
+    `invalid_codes`, so one node cannot make the whole aggregation fail. Pass code=None for reports
+    of another codec or baseline.
+
     `byzantine_fraction` sets f = ceil(fraction * voices) for the trimmed mean and (Multi-)Krum.
     At the default 0.25, Krum needs n > 2f + 2, i.e. at least 7 voices, and the trimmed mean 3.
 
@@ -127,19 +134,19 @@ def aggregate(
         raise AggregationError(f"policy must be an AcceptancePolicy; got {type(policy).__name__}")
     admitted = _check_node_ids(admitted_node_ids)
     reports = list(reports)
-    kept = [r for r in reports if isinstance(r, Report) and r.node_id in admitted]
     if any(not isinstance(r, Report) for r in reports):
         raise AggregationError("reports must be Report records")
+    kept = [r for r in reports if r.node_id in admitted]
     reporters = sorted({r.node_id for r in kept})
     weights = _check_node_weights(node_weights, reporters)
     combine = _vector_aggregator(vector_aggregator, byzantine_fraction, weights)
-    _check_codes(kept)
+    kept, invalid_codes = _without_invalid_codes(kept)
     active = len(reporters)
     clusters = []
     for cluster in cluster_reports(kept, similarity):
         clusters.append(_cluster_result(cluster, weights, combine, policy, active))
     clusters.sort(key=lambda c: (not c.accepted, -c.support, c.experience_id))
-    return Aggregation(tuple(clusters), active, policy.required_support(active), len(reports) - len(kept))
+    return Aggregation(tuple(clusters), active, policy.required_support(active), len(reports) - len(kept), invalid_codes)
 
 
 def _cluster_result(
@@ -157,7 +164,8 @@ def _cluster_result(
     confidence = weighted_median(np.array([v.confidence for v in voices]), w)
     reasons = []
     try:
-        vector: np.ndarray | None = np.asarray(combine(vectors, w), dtype=np.float64)
+        vector: np.ndarray | None = np.array(combine(vectors, w), dtype=np.float64)
+        vector.setflags(write=False)
     except InsufficientReports as exc:
         vector = None
         reasons.append(str(exc))
@@ -188,6 +196,9 @@ def _voices(cluster: tuple[Report, ...]) -> list[_Voice]:
     voices = []
     for node_id in sorted(by_node):
         own = by_node[node_id]
+        if len(own) == 1:
+            voices.append(_Voice(node_id, own[0].confidence, own[0]))
+            continue
         vectors = np.stack([r.vector for r in own])
         units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         confidence = weighted_median(np.array([r.confidence for r in own]))
@@ -257,16 +268,21 @@ def _check_node_weights(node_weights: Mapping[int, float] | None, reporters: lis
     return weights
 
 
-def _check_codes(reports: list[Report]) -> None:
-    """Codes, when present, are bitdelta-1 codes of the vectors' dimension: dim/8 sign bytes + scale."""
-    coded = [r for r in reports if r.code is not None]
-    if not coded:
-        return
-    dim = coded[0].vector.shape[0]
-    expected = dim // 8 + SCALE_BYTES
-    bad = [r.experience_id for r in coded if dim % 8 or len(r.code) != expected]
-    if bad:
-        raise AggregationError(
-            f"codes must be bitdelta-1 codes of {dim}-d vectors ({expected} bytes); reports {bad[:5]} differ: "
-            "pass code=None for reports coded otherwise"
-        )
+def _without_invalid_codes(reports: list[Report]) -> tuple[list[Report], int]:
+    """The reports with every code that is not a bitdelta-1 code of the vectors' dimension replaced
+    by None, and how many were replaced."""
+    if not reports:
+        return reports, 0
+    dim = reports[0].vector.shape[0]
+    cleaned = [r if r.code is None or _is_bitdelta_code(r.code, dim) else replace(r, code=None) for r in reports]
+    return cleaned, sum(a is not b for a, b in zip(reports, cleaned))
+
+
+def _is_bitdelta_code(code: bytes, dim: int) -> bool:
+    if dim % 8 or len(code) != dim // 8 + SCALE_BYTES:
+        return False
+    try:
+        unpack_scales(np.frombuffer(code[-SCALE_BYTES:], dtype=np.uint8))
+    except CodecError:
+        return False
+    return True

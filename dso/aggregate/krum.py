@@ -1,14 +1,13 @@
 """Krum and Multi-Krum.
 
 Paper: P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer, "Machine Learning with
-Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017 (Krum: section 4; Multi-Krum:
-section 5).
+Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017 (Krum, and its variant Multi-Krum).
 
 Each input gets a score: the sum of squared distances to its n - f - 2 nearest other inputs. Krum
 returns the input with the lowest score; Multi-Krum averages the m inputs with the lowest scores.
 Precondition n > 2f + 2 (raises InsufficientReports otherwise), so the breakdown point is
 f_max / n with f_max = ceil(n / 2) - 2, approaching 1/2 from below: with at most f Byzantine inputs
-the choice is (alpha, f)-Byzantine resilient (the paper's Proposition 1), i.e. it stays within a
+the choice is (alpha, f)-Byzantine resilient (the paper's main result), i.e. it stays within a
 bounded distance of the honest inputs.
 
 `f` has no default (Flower's Krum defaults to f = 0, which assumes no attacker at all). Multi-Krum's

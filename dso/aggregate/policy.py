@@ -42,9 +42,9 @@ class AcceptancePolicy:
     - ``min_nodes = 3``: the fewest voices at which one liar cannot steer the statistics. With two,
       the median is the mean of both, so either node alone sets the confidence anywhere in [0, 1];
       with three, one liar cannot move the median confidence or a vector coordinate outside what
-      the two honest voices span, nor win the medoid from farther away than they are apart. So one node (whatever it floods) and any two colluding
-      nodes never get an experience accepted on their own. Values below 2 are refused: a single node
-      must never suffice.
+      the two honest voices span, nor win the medoid from farther away than they are apart. So one
+      node (whatever it floods) and any two colluding nodes never get an experience accepted on
+      their own. Values below 2 are refused: a single node must never suffice.
     - ``support_fraction = 0.05`` of active reporters: the bar rises with participation, not with the
       registry's size, and quiet nodes do not block acceptance. 100 active: max(3, ceil(5.0)) = 5, so
       the ten honest nodes above are accepted; 1,000 active: 50; up to 60 active, ceil(0.05 * 60) = 3
@@ -57,10 +57,12 @@ class AcceptancePolicy:
 
     CAUTION: no threshold both admits niche knowledge and stops a large coalition. c colluding
     admitted nodes get an experience of their own accepted iff c >= required; what bounds c is
-    on-chain admission, not this rule. Fewer colluders can only add support to a cluster of honest
-    near-duplicates (cosine >= 0.9 to its leader), whose text, confidence and vector are then
-    honest-majority statistics. Raising support_fraction to 1/3 buys the seeds' guarantee against
-    coalitions of under a third of active nodes, and their liveness problem with it.
+    on-chain admission, not this rule. With c < required, every accepted cluster holds at least
+    required - c honest voices within cosine 0.9 of its leader: colluders can only ride on something
+    honest nodes reported. They can still outnumber those honest voices inside the cluster, and then
+    its text, confidence and vector are theirs (bounded to that neighbourhood). Raising
+    support_fraction to 1/3 buys the seeds' guarantee against coalitions of under a third of active
+    nodes, and their liveness problem with it.
     """
 
     min_nodes: int = 3
@@ -69,7 +71,9 @@ class AcceptancePolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.min_nodes, bool) or not isinstance(self.min_nodes, int) or self.min_nodes < 2:
-            raise AggregationError(f"min_nodes must be an integer >= 2 (one node alone must never suffice); got {self.min_nodes!r}")
+            raise AggregationError(
+                f"min_nodes must be an integer >= 2 (one node alone must never suffice); got {self.min_nodes!r}"
+            )
         for name in ("support_fraction", "min_confidence"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:

@@ -46,7 +46,8 @@ class Report:
         if not isinstance(self.domain, str) or not self.domain:
             raise AggregationError(f"report {self.experience_id}: domain must be a non-empty string")
         confidence = self.confidence
-        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not math.isfinite(confidence) or not 0 <= confidence <= 1:
+        number = isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+        if not number or not math.isfinite(confidence) or not 0 <= confidence <= 1:
             raise AggregationError(f"report {self.experience_id}: confidence must be in [0, 1]; got {confidence!r}")
         object.__setattr__(self, "confidence", float(confidence))
         object.__setattr__(self, "vector", _frozen_vector(self.vector, self.experience_id))
