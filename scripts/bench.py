@@ -21,6 +21,7 @@ BENCHMARKS = {
     "size": "dso.bench.size",
     "retrieval": "dso.bench.retrieval",
     "store": "dso.bench.store",
+    "crossmodel": "dso.bench.crossmodel",
 }
 
 

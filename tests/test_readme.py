@@ -20,7 +20,7 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store"])
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel"])
 def test_readme_tables_match_the_benchmark_results(name):
     results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
     render = importlib.import_module(f"dso.bench.{name}").markdown_table
@@ -59,3 +59,17 @@ def test_ci_runs_the_readme_test_command():
     assert f"```bash\n{command}\n```" in README
     assert command in (ROOT / ".ci" / "run").read_text()
     assert "```bash\nbash scripts/setup.sh && .venv/bin/dso demo\n```" in README
+
+
+def test_readme_crossmodel_claims_match_results():
+    rows = json.loads((ROOT / "bench" / "results" / "crossmodel.json").read_text())["rows"]
+
+    def recall(model: str, dataset: str, approach: str, against: str) -> float:
+        [row] = [r for r in rows if (r["model"], r["dataset"], r["approach"]) == (model, dataset, approach)]
+        return row["recall_at_10"][against]
+
+    reembed, aligned = "(a) re-embed docs with B, B float", "(b) procrustes pad, 1000 anchors, MiniLM float"
+    assert f"({recall('mpnet', 'gsm8k', aligned, 'vs MiniLM top-10'):.3f} vs {recall('mpnet', 'gsm8k', reembed, 'vs MiniLM top-10'):.3f} for mpnet)" in README
+    uncentered = "(b) procrustes pad, not centered, 1000 anchors, MiniLM float"
+    assert f"({recall('e5-small', 'gsm8k', aligned, 'vs MiniLM top-10'):.2f} vs {recall('e5-small', 'gsm8k', uncentered, 'vs MiniLM top-10'):.2f} without)" in README
+    assert f"matches only {recall('mpnet', 'gsm8k', 'reference: MiniLM query (native agent), MiniLM float', 'vs B top-10'):.3f}" in README
