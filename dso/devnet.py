@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import httpx
 
@@ -24,6 +24,8 @@ from dso.errors import DevnetError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_ANVIL_PORT = 8545
@@ -177,19 +179,24 @@ def ensure_port_free(host: str, port: int) -> None:
             raise DevnetError(f"{host}:{port} is already in use by another process; pick another --port")
 
 
-def wait_for_rpc(url: str, process: ManagedProcess, timeout: float = 15.0) -> int:
-    """Poll `eth_chainId` until the node answers; return the chain id or raise with the log tail."""
+def wait_until_ready(process: ManagedProcess, url: str, probe: Callable[[], T], timeout: float) -> T:
+    """Call `probe` until it returns (transport or parse errors mean "not yet"); fail fast with the
+    log tail if the process exits, or after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     while time.monotonic() < deadline:
         if process.pid() is None:
             raise DevnetError(f"{process.name} exited during start-up:\n{process.log_tail()}")
         try:
-            response = httpx.post(url, json=payload, timeout=1.0)
-            return int(response.json()["result"], 16)
+            return probe()
         except (httpx.HTTPError, KeyError, ValueError):
             time.sleep(0.05)
     raise DevnetError(f"{process.name} did not answer on {url} within {timeout:.0f}s:\n{process.log_tail()}")
+
+
+def wait_for_rpc(url: str, process: ManagedProcess, timeout: float = 15.0) -> int:
+    """Poll `eth_chainId` until the node answers; return the chain id or raise with the log tail."""
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    return wait_until_ready(process, url, lambda: int(httpx.post(url, json=payload, timeout=1.0).json()["result"], 16), timeout)
 
 
 def start_anvil(
@@ -265,16 +272,7 @@ def ipfs_installed() -> bool:
 def wait_for_ipfs(url: str, process: ManagedProcess, timeout: float = 30.0) -> str:
     """Poll the Kubo RPC `/api/v0/id` until the node answers; return its peer id or raise with the
     log tail (the process exiting early fails fast)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.pid() is None:
-            raise DevnetError(f"{process.name} exited during start-up:\n{process.log_tail()}")
-        try:
-            response = httpx.post(f"{url}/api/v0/id", timeout=1.0)
-            return str(response.json()["ID"])
-        except (httpx.HTTPError, KeyError, ValueError):
-            time.sleep(0.05)
-    raise DevnetError(f"{process.name} did not answer on {url} within {timeout:.0f}s:\n{process.log_tail()}")
+    return wait_until_ready(process, url, lambda: str(httpx.post(f"{url}/api/v0/id", timeout=1.0).json()["ID"]), timeout)
 
 
 def start_ipfs(state_dir: Path, port: int = DEFAULT_IPFS_PORT, host: str = DEFAULT_HOST) -> tuple[ManagedProcess, str]:
