@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS experiences (
     codec TEXT NOT NULL,
     baseline BLOB NOT NULL,
     code BLOB NOT NULL,
-    vector BLOB,
+    vector BLOB NOT NULL,
     added_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS experiences_domain ON experiences(domain);
@@ -132,8 +132,11 @@ class Library:
         """Add several experiences in one transaction (all or nothing)."""
         if not experiences:
             return []
-        vectors = self._local_vectors([e.text for e in experiences])
         index = self._load_index()
+        # Experiences already stored (a sync rerun, a repeated report) need no embedding.
+        unknown = [e for e in experiences if e.experience_id not in index.position]
+        embedded = dict(zip((e.experience_id for e in unknown), self._local_vectors([e.text for e in unknown]))) if unknown else {}
+        vectors = [embedded.get(e.experience_id) for e in experiences]
         outcomes: list[AddOutcome] = []
         new_rows: list[tuple[str, np.ndarray]] = []
         try:
@@ -153,7 +156,8 @@ class Library:
             raise
         return outcomes
 
-    def _add_one(self, experience: Experience, baseline: bytes, vector: np.ndarray, index: "_Index", new_rows: list[tuple[str, np.ndarray]]) -> AddOutcome:
+    def _add_one(self, experience: Experience, baseline: bytes, vector: np.ndarray | None, index: "_Index", new_rows: list[tuple[str, np.ndarray]]) -> AddOutcome:
+        """`vector` is None only for an experience that was stored before this call began."""
         eid = experience.experience_id
         if eid in index.position:
             return AddOutcome(eid, stored=False, existing=eid, similarity=1.0)
@@ -275,12 +279,7 @@ class Library:
 
     def _load_index(self) -> "_Index":
         if self._index is None:
-            rows = self._db.execute("SELECT id, domain, confidence, codec, baseline, code, vector, text FROM experiences ORDER BY rowid").fetchall()
-            missing = [r for r in rows if r[6] is None]
-            if missing:
-                vectors = self._local_vectors([r[7] for r in missing])
-                self._db.executemany("UPDATE experiences SET vector = ? WHERE id = ?", [(v.astype(np.float16).tobytes(), r[0]) for r, v in zip(missing, vectors)])
-                rows = self._db.execute("SELECT id, domain, confidence, codec, baseline, code, vector, text FROM experiences ORDER BY rowid").fetchall()
+            rows = self._db.execute("SELECT id, domain, confidence, codec, baseline, code, vector FROM experiences ORDER BY rowid").fetchall()
             self._index = _Index.from_rows(rows, self.embedder.dim)
         return self._index
 
@@ -305,7 +304,7 @@ class _Index:
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[Any, ...]], dim: int) -> "_Index":
         index = cls(dim)
-        for eid, domain, confidence, codec, baseline, code, vector, _text in rows:
+        for eid, domain, confidence, codec, baseline, code, vector in rows:
             index._push(eid, domain, confidence, (codec, bytes(baseline)), bytes(code), np.frombuffer(vector, dtype=np.float16))
         return index
 
