@@ -20,14 +20,14 @@ from eth_account.signers.local import LocalAccount
 
 from dso.batch import BatchDocument, build_batch, parse_document
 from dso.chain import Registry, Status
-from dso.codec import DEFAULT_CODEC, baseline_id, get_codec, load_baseline
+from dso.codec import DEFAULT_CODEC, DEFAULT_MODEL_ID, baseline_id, get_codec, load_baseline, model_file_stem
 from dso.config import atomic_write_bytes, atomic_write_text, dso_home
 from dso.embed import Embedder
 from dso.errors import DsoError
 from dso.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
 from dso.ipfs import ContentStore, cid_to_bytes
 
-MODEL_NAME = "all-MiniLM-L6-v2"  # the id experiences carry (the embedder's short name)
+MODEL_NAME = model_file_stem(DEFAULT_MODEL_ID)  # the short id experiences carry: "all-MiniLM-L6-v2"
 
 
 class InputError(DsoError):

@@ -20,6 +20,7 @@ from dso.codec import baseline_id, get_codec, load_baseline
 from dso.datasets import gsm8k_insights
 from dso.embed import load_embedder
 from dso.experience import Experience
+from dso.node import MODEL_NAME
 
 SEED_CLAIMS = {
     "seed DSO: BitDelta embedding (48 B signs + 4 B float32 scale)": 52,
@@ -36,12 +37,11 @@ def _text_item_bytes(text: str) -> int:
 
 
 def measure_codec(codec_id: str, insights: list, vectors: np.ndarray) -> dict[str, Any]:
-    embedder_model = "sentence-transformers/all-MiniLM-L6-v2"
-    baseline = load_baseline(embedder_model)
+    baseline = load_baseline()
     codec = get_codec(codec_id, vectors.shape[1], baseline)
     codes = codec.encode(vectors)
     experiences = [
-        Experience.create(i.text, i.domain, i.confidence, "all-MiniLM-L6-v2", codec_id, bytes(code), NODE, 1_763_000_000 + n)
+        Experience.create(i.text, i.domain, i.confidence, MODEL_NAME, codec_id, bytes(code), NODE, 1_763_000_000 + n)
         for n, (i, code) in enumerate(zip(insights, codes))
     ]
     leaves = [len(e.canonical_bytes()) for e in experiences]
