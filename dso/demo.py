@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from dso.chain import Registry, Status, connect
+from dso.chain import Registry, connect
 from dso.datasets import gsm8k_insights, gsm8k_records, sts_pairs
 from dso.devnet import dev_accounts, free_port, start_anvil, start_ipfs
 from dso.embed import load_embedder
@@ -92,10 +92,12 @@ def _run(console: Console, say, state: Path, rpc_url: str, ipfs_api: str, starte
     say("Loading the embedding model (all-MiniLM-L6-v2, offline)")
     embedder = load_embedder("minilm")
     submitted: list[SubmittedBatch] = []
+    inputs = node_inputs()
+    shared_text = inputs[0][1][0].text  # node 1's first experience, which node 2 repeats
     with KuboClient(ipfs_api) as store:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("nodes submitting batches", total=4)
-            for index, (label, insights) in enumerate(node_inputs()):
+            for index, (label, insights) in enumerate(inputs):
                 path = state / f"node{index + 1}.jsonl"
                 path.write_text(insights_to_jsonl(insights))
                 outbox = Outbox(state / f"outbox-node{index + 1}")
@@ -126,7 +128,7 @@ def _run(console: Console, say, state: Path, rpc_url: str, ipfs_api: str, starte
             for question in questions:
                 console.print(f"\n[bold]Agent question:[/bold] {question}")
                 console.print(library.context_for(question, k=3) or "(no experience applies)")
-            supported = max((library.support(h.experience.experience_id) for h in library.search(node_inputs()[0][1][0].text, k=1)), default=0)
+            supported = max((library.support(h.experience.experience_id) for h in library.search(shared_text, k=1)), default=0)
 
     table = Table(title="dso demo summary")
     for column in ("node", "batch", "experiences", "bytes", "submit gas", "status"):
