@@ -313,25 +313,39 @@ def finalize(batch: str, wallet_name: str, password_env: str | None) -> None:
 
 @cli.command("sync")
 @click.option("--confirmations", default=0, show_default=True, help="Ignore the newest N blocks (reorg safety on real networks).")
-def sync_command(confirmations: int) -> None:
-    """Load every accepted, verified batch into the local library; drop revoked ones."""
+@click.option("--min-nodes", default=3, show_default=True, help="Distinct admitted nodes an experience needs (at least 2).")
+@click.option("--support-fraction", default=0.05, show_default=True, help="...or this share of the nodes that reported anything, if more.")
+@click.option("--min-confidence", default=0.5, show_default=True, help="Median confidence over the node voices an experience needs.")
+def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float) -> None:
+    """Load every accepted, verified batch, drop revoked ones, and aggregate the reports of
+    admitted nodes into the local library (robust statistics, one voice per node)."""
     from rich.progress import Progress
 
+    from dso.aggregate import AcceptancePolicy
     from dso.embed import load_embedder
     from dso.library import Library
     from dso.sync import sync
 
     config = load_config()
     registry = open_registry()
+    policy = AcceptancePolicy(min_nodes, support_fraction, min_confidence)
     with Library(library_path(), load_embedder("minilm")) as library, Progress(console=console, transient=True) as bar:
         task = bar.add_task("fetching and verifying batches", total=None)
         report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
-                      progress=lambda root, done, total: bar.update(task, completed=done, total=total))
-        size = len(library)
+                      progress=lambda root, done, total: bar.update(task, completed=done, total=total), policy=policy)
+    a = report.aggregation
     console.print(
         f"blocks {report.from_block}-{report.to_block}: loaded {len(report.loaded)} batch(es) "
-        f"(+{report.experiences_added} experiences), dropped {len(report.revoked)} revoked, "
-        f"{len(report.invalid)} refused, {len(report.unavailable)} not yet available; library holds {size} in {report.seconds} s"
+        f"(+{report.reports_added} reports), dropped {len(report.revoked)} revoked batch(es) and "
+        f"{report.revoked_experiences} revoked experience(s), {len(report.invalid)} refused, "
+        f"{len(report.unavailable)} not yet available ({report.seconds} s)"
+    )
+    console.print(
+        f"library: {a.accepted} experiences accepted, {a.pending} awaiting support "
+        f"(>= {a.required_support} of {a.active_nodes} active nodes and median confidence >= {policy.min_confidence}); "
+        f"{a.reports} reports, {a.dropped_reports} from nodes not admitted"
+        + (f", {a.capped_reports} over the per-node cap" if a.capped_reports else "")
+        + (f", {a.invalid_codes} malformed codes left out of the vote" if a.invalid_codes else "")
     )
     for root, reason in report.invalid.items():
         console.print(f"[red]refused[/red] {root[:16]}: {reason}")
@@ -432,8 +446,8 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
     for column in ("score", "domain", "confidence", "nodes", "experience"):
         table.add_column(column)
     for hit in hits:
-        e = hit.experience
-        table.add_row(f"{hit.score:.3f}", e.domain, f"{e.confidence:.2f}", str(hit.support), e.text)
+        nodes = str(hit.support) if hit.origin == "network" else "local"
+        table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, hit.experience.text)
     console.print(table)
 
 
@@ -443,7 +457,7 @@ def demo() -> None:
     from dso.demo import run_demo
 
     summary = run_demo(console)
-    if summary["statuses"] != {1: "accepted", 2: "accepted", 3: "accepted", 4: "rejected"}:
+    if summary["statuses"] != {1: "accepted", 2: "accepted", 3: "accepted", 4: "accepted", 5: "rejected"}:
         raise DsoError(f"demo ended in an unexpected state: {summary}")
 
 

@@ -1,7 +1,7 @@
 """Real data for tests, examples and benchmarks: GSM8K and STS-B from ../shared/data.
 
-`gsm8k_insights` turns GSM8K worked solutions into "When ..., ..." experiences with a fixed,
-documented template (no LLM involved, so the output is deterministic and anyone can rebuild it):
+`gsm8k_insights` turns GSM8K worked solutions into "When ..., ..." experiences with fixed,
+documented templates (no LLM involved, so the output is deterministic and anyone can rebuild it):
 the problem's first sentence gives the situation, the solution's first step gives the advice, a
 keyword rule gives the domain, and the confidence falls with the number of solution steps (long
 solutions are less likely to generalize). They are realistic in length and vocabulary, which is
@@ -71,25 +71,38 @@ def gsm8k_questions(limit: int | None = None) -> list[str]:
     return [r["question"] for r in gsm8k_records(limit)]
 
 
-def distill(question: str, answer: str) -> Insight:
-    """One GSM8K problem -> one "When ..., ..." insight (see module docstring for the rule)."""
+# Wordings of the same lesson, as different agents would phrase it (`style`). Measured with
+# all-MiniLM-L6-v2 on 60 problems: the four wordings of one lesson have cosine >= 0.92 to each other
+# (median 0.97), different lessons <= 0.61, so the network's near-duplicate clustering (0.9) puts
+# exactly the wordings of one lesson together.
+STYLES = (
+    "When {situation}, start with this step: {step}.",
+    "When {situation}, the first step is: {step}.",
+    "If {situation}, begin by working out this: {step}.",
+    "For problems where {situation}, first do this: {step}.",
+)
+
+
+def distill(question: str, answer: str, style: int = 0) -> Insight:
+    """One GSM8K problem -> one "When ..., ..." insight (see module docstring for the rule),
+    worded with template `STYLES[style]`."""
     situation = _SENTENCE_END.split(question.strip(), maxsplit=1)[0].rstrip(".?! ")
     steps = [_CALCULATOR.sub("", line).strip() for line in answer.split("\n") if line.strip() and not line.startswith("####")]
     first = steps[0].rstrip(".") if steps else "work step by step"
     opening, _, rest = situation.partition(" ")
     if opening in _COMMON_OPENINGS:  # "When the bakery...", but "When Natalia..."
         situation = f"{opening.lower()} {rest}"
-    text = f"When {situation[:160]}, start with this step: {first[:200]}."
+    text = STYLES[style].format(situation=situation[:160], step=first[:200])
     lowered = question.lower()
     domain = next((d for d, words in _DOMAIN_RULES if any(w in lowered for w in words)), "math.arithmetic")
     confidence = max(0.5, min(0.95, 0.95 - 0.05 * max(len(steps) - 2, 0)))
     return Insight(text, domain, round(confidence, 2))
 
 
-def gsm8k_insights(limit: int | None = None, offset: int = 0) -> list[Insight]:
-    """Distilled insights from GSM8K problems offset..offset+limit."""
+def gsm8k_insights(limit: int | None = None, offset: int = 0, style: int = 0) -> list[Insight]:
+    """Distilled insights from GSM8K problems offset..offset+limit, worded in `style`."""
     records = gsm8k_records(None if limit is None else offset + limit)[offset:]
-    return [distill(r["question"], r["answer"]) for r in records]
+    return [distill(r["question"], r["answer"], style) for r in records]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
 """The local agent memory: experiences in SQLite, retrieved top-k for a query.
 
-Retrieval is two-stage. The compressed codes (what the network ships, ~1 bit per dimension) rank
-every stored experience against the float query embedding; the best `rescore` candidates are then
-re-ranked with float embeddings recomputed locally from their texts (cached in the database),
-which restores the recall the 1-bit codes lose (bench/results/retrieval.json has the figures).
-Filters (domain prefix, minimum confidence) apply before ranking.
+Two kinds of entries live here:
 
-Near-duplicates (cosine >= 0.9 between local float embeddings, a deterministic function of the
-texts) are not stored twice: the existing entry gains a source instead, which is what the robust
-aggregation later counts.
+- **network** entries, the global library. Sync stores every verified report (one experience as
+  one node published it in one accepted batch, keyed by batch root and leaf index) in `reports`;
+  `aggregate` then runs `dso.aggregate` over all reports from currently admitted nodes (one voice
+  per node, robust statistics, the acceptance policy) and replaces the network entries with its
+  clusters. The library is therefore a pure function of (verified reports, admitted nodes,
+  policy): loading a batch twice, or syncing in another order, gives the same entries.
+- **local** entries, the agent's own (`add`/`add_many` without a source): always visible, never
+  aggregated or revoked.
+
+Retrieval is two-stage. The compressed codes (what the network ships, ~1 bit per dimension) rank
+every visible entry against the float query embedding; the best `rescore` candidates are then
+re-ranked with float embeddings recomputed locally from their texts (cached in `vectors`, one row
+per distinct text), which restores the recall the 1-bit codes lose (bench/results/retrieval.json).
+Filters (domain prefix, minimum confidence) apply before ranking, on the consensus values.
 
 State lives in one SQLite file in WAL mode; every change is one transaction, so a crash leaves the
 library as it was before or after the change, never in between.
@@ -16,47 +23,61 @@ library as it was before or after the change, never in between.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
+from dso.aggregate import AcceptancePolicy, Report, aggregate
 from dso.embed import Embedder
 from dso.errors import DsoError
 from dso.experience import Experience, domain_matches, validate_domain
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NEAR_DUPLICATE_COSINE = 0.9
 DEFAULT_RESCORE = 100
+# Reports one node may contribute to an aggregation (its earliest ones count). Clustering costs
+# O(G^2) in distinct texts, so without a bound one admitted node could make every client's sync
+# quadratic by flooding near-duplicates; honest nodes publish far fewer experiences than this.
+MAX_REPORTS_PER_NODE = 5_000
+BITDELTA = "bitdelta-1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vectors (text_hash BLOB PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (
+    batch_root BLOB NOT NULL,
+    leaf_index INTEGER NOT NULL,
+    experience_id TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    canonical BLOB NOT NULL,
+    baseline BLOB NOT NULL,
+    text_hash BLOB NOT NULL REFERENCES vectors(text_hash),
+    PRIMARY KEY (batch_root, leaf_index)
+);
 CREATE TABLE IF NOT EXISTS experiences (
     id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL CHECK (origin IN ('local', 'network')),
+    accepted INTEGER NOT NULL,
     canonical BLOB NOT NULL,
     text TEXT NOT NULL,
     domain TEXT NOT NULL,
     confidence REAL NOT NULL,
-    model TEXT NOT NULL,
     codec TEXT NOT NULL,
     baseline BLOB NOT NULL,
     code BLOB NOT NULL,
-    vector BLOB NOT NULL,
+    text_hash BLOB NOT NULL REFERENCES vectors(text_hash),
+    support INTEGER NOT NULL,
+    node_ids TEXT NOT NULL,
+    reason TEXT,
     added_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS experiences_domain ON experiences(domain);
-CREATE TABLE IF NOT EXISTS sources (
-    experience_id TEXT NOT NULL REFERENCES experiences(id) ON DELETE CASCADE,
-    reported_id TEXT NOT NULL,
-    batch_root BLOB NOT NULL,
-    node_id INTEGER NOT NULL,
-    PRIMARY KEY (experience_id, reported_id, batch_root)
-);
-CREATE INDEX IF NOT EXISTS sources_batch ON sources(batch_root);
+CREATE INDEX IF NOT EXISTS experiences_visible ON experiences(accepted);
 """
 
 
@@ -66,7 +87,7 @@ class LibraryError(DsoError):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a report of an experience came from: the batch (root) and the submitting node id."""
+    """Where a batch of reports came from: the batch (root) and the submitting node id."""
 
     batch_root: bytes
     node_id: int
@@ -74,8 +95,8 @@ class Source:
 
 @dataclass(frozen=True)
 class AddOutcome:
-    """What `add` did: `stored` a new entry, or attached the report to `existing` (same id, or a
-    near-duplicate with cosine `similarity`)."""
+    """What a local `add` did: `stored` a new entry, or found it already here (`existing`: the same
+    id, or a near-duplicate with cosine `similarity`)."""
 
     experience_id: str
     stored: bool
@@ -84,12 +105,51 @@ class AddOutcome:
 
 
 @dataclass(frozen=True)
+class AggregationSummary:
+    """What one `Library.aggregate` produced. `unchanged` means nothing it depends on changed since
+    the last run, so the entries were left as they were (the other figures are then those of the
+    last run)."""
+
+    accepted: int
+    pending: int
+    reports: int
+    active_nodes: int
+    required_support: int
+    dropped_reports: int  # from nodes that are not admitted
+    capped_reports: int  # beyond MAX_REPORTS_PER_NODE for their node
+    invalid_codes: int
+    unchanged: bool = False
+
+
+@dataclass(frozen=True)
 class Hit:
-    """One retrieved experience: its similarity to the query and its support (distinct nodes)."""
+    """One retrieved entry: the experience as published (for a network entry, the report whose text
+    is the cluster's medoid), its similarity to the query, and the consensus the network reached:
+    `domain` and `confidence` (weighted median over node voices) and `support` (distinct admitted
+    nodes; 0 for a local entry)."""
 
     experience: Experience
     score: float
     support: int
+    domain: str
+    confidence: float
+    origin: str = "network"
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A cluster of reports the acceptance policy has not (yet) let in, and why."""
+
+    experience_id: str
+    text: str
+    support: int
+    confidence: float
+    reason: str
+
+
+def text_hash(text: str) -> bytes:
+    """The key of a text's cached local embedding."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 class Library:
@@ -97,8 +157,8 @@ class Library:
 
     def __init__(self, path: Path | str, embedder: Embedder, codecs: Any = None) -> None:
         """Open (or create) the library at `path`. `embedder` embeds queries and re-embeds texts
-        for rescoring; `codecs` resolves (codec id, dim, baseline id) to a codec (default
-        `dso.codec.codec_for`)."""
+        for rescoring and clustering; `codecs` resolves (codec id, dim, baseline id) to a codec
+        (default `dso.codec.codec_for`)."""
         self.path = Path(path)
         self.embedder = embedder
         if codecs is None:
@@ -112,110 +172,206 @@ class Library:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if self._has_meta() else None
+            if version is not None and version[0] != str(SCHEMA_VERSION):
+                raise LibraryError(
+                    f"{self.path} has library schema {version[0]}; this dso reads {SCHEMA_VERSION}. "
+                    "Move it aside and run `dso sync` to rebuild it from the chain (delete sync.json too)"
+                )
             self._db.executescript(_SCHEMA)
-            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"{self.path} is not a usable dso library: {exc}") from exc
-        if version is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif version[0] != str(SCHEMA_VERSION):
-            raise LibraryError(f"{self.path} has library schema {version[0]}; this dso reads {SCHEMA_VERSION}")
         self._index: _Index | None = None
 
-    # ------------------------------------------------------------------ writing
+    def _has_meta(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is not None
 
-    def add(self, experience: Experience, baseline: bytes, source: Source | None = None) -> AddOutcome:
-        """Store `experience` unless it (or a near-duplicate) is already here; record `source`."""
-        return self.add_many([experience], baseline, source)[0]
+    # ------------------------------------------------------------------ local entries
 
-    def add_many(self, experiences: Sequence[Experience], baseline: bytes, source: Source | None = None) -> list[AddOutcome]:
-        """Add several experiences in one transaction (all or nothing)."""
+    def add(self, experience: Experience, baseline: bytes) -> AddOutcome:
+        """Store one of the agent's own experiences unless it (or a near-duplicate) is here."""
+        return self.add_many([experience], baseline)[0]
+
+    def add_many(self, experiences: Sequence[Experience], baseline: bytes) -> list[AddOutcome]:
+        """Store the agent's own experiences in one transaction (all or nothing). A local entry is
+        visible at once and never aggregated, counted as support, or revoked."""
         if not experiences:
             return []
         index = self._load_index()
-        # Experiences already stored (a sync rerun, a repeated report) need no embedding.
         unknown = [e for e in experiences if e.experience_id not in index.position]
-        embedded = dict(zip((e.experience_id for e in unknown), self._local_vectors([e.text for e in unknown]))) if unknown else {}
-        vectors = [embedded.get(e.experience_id) for e in experiences]
+        vectors = self._vectors([e.text for e in unknown])
         outcomes: list[AddOutcome] = []
         new_rows: list[tuple[str, np.ndarray]] = []
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            for experience, vector in zip(experiences, vectors):
-                outcome = self._add_one(experience, baseline, vector, index, new_rows)
-                if source is not None:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO sources VALUES (?, ?, ?, ?)",
-                        (outcome.existing or outcome.experience_id, experience.experience_id, bytes(source.batch_root), source.node_id),
-                    )
-                outcomes.append(outcome)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            self._index = None  # rebuilt from the database on next use
-            raise
+        now = int(time.time())
+        with self._transaction():
+            self._store_vectors(vectors)
+            for experience in experiences:
+                eid = experience.experience_id
+                if eid in index.position:
+                    outcomes.append(AddOutcome(eid, stored=False, existing=eid, similarity=1.0))
+                    continue
+                vector = vectors[text_hash(experience.text)]
+                duplicate = index.nearest(vector, extra=new_rows)
+                if duplicate is not None and duplicate[1] >= NEAR_DUPLICATE_COSINE:
+                    outcomes.append(AddOutcome(eid, stored=False, existing=duplicate[0], similarity=round(duplicate[1], 6)))
+                    continue
+                self._db.execute(
+                    "INSERT INTO experiences VALUES (?, 'local', 1, ?, ?, ?, ?, ?, ?, ?, ?, 0, '[]', NULL, ?)",
+                    (eid, experience.canonical_bytes(), experience.text, experience.domain, experience.confidence,
+                     experience.codec, bytes(baseline), experience.code, text_hash(experience.text), now),
+                )
+                index.append(eid, experience.domain, experience.confidence, (experience.codec, bytes(baseline)), experience.code, vector, 0, "local")
+                new_rows.append((eid, vector))
+                outcomes.append(AddOutcome(eid, stored=True))
         return outcomes
 
-    def _add_one(self, experience: Experience, baseline: bytes, vector: np.ndarray | None, index: "_Index", new_rows: list[tuple[str, np.ndarray]]) -> AddOutcome:
-        """`vector` is None only for an experience that was stored before this call began."""
-        eid = experience.experience_id
-        if eid in index.position:
-            return AddOutcome(eid, stored=False, existing=eid, similarity=1.0)
-        duplicate = index.nearest(vector, extra=new_rows)
-        if duplicate is not None and duplicate[1] >= NEAR_DUPLICATE_COSINE:
-            return AddOutcome(eid, stored=False, existing=duplicate[0], similarity=round(duplicate[1], 6))
-        self._db.execute(
-            "INSERT INTO experiences VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                eid,
-                experience.canonical_bytes(),
-                experience.text,
-                experience.domain,
-                experience.confidence,
-                experience.model,
-                experience.codec,
-                bytes(baseline),
-                experience.code,
-                vector.astype(np.float16).tobytes(),
-                int(time.time()),
-            ),
-        )
-        index.append(eid, experience, bytes(baseline), vector)
-        new_rows.append((eid, vector))
-        return AddOutcome(eid, stored=True)
+    # ------------------------------------------------------------------ network reports
+
+    def add_reports(self, experiences: Sequence[Experience], baseline: bytes, source: Source, leaf_indices: Sequence[int] | None = None) -> int:
+        """Store the verified reports of one batch (leaf i = experiences[i] unless `leaf_indices`
+        says otherwise) in one transaction; returns how many were new. Reports are not visible
+        until `aggregate` runs."""
+        indices = list(range(len(experiences))) if leaf_indices is None else list(leaf_indices)
+        if len(indices) != len(experiences):
+            raise LibraryError("leaf_indices must give one index per experience")
+        root = bytes(source.batch_root)
+        known = {row[0] for row in self._db.execute("SELECT leaf_index FROM reports WHERE batch_root = ?", (root,))}
+        fresh = [(i, e) for i, e in zip(indices, experiences) if i not in known]
+        if not fresh:
+            return 0
+        vectors = self._vectors([e.text for _, e in fresh])
+        with self._transaction():
+            self._store_vectors(vectors)
+            self._db.executemany(
+                "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(root, i, e.experience_id, source.node_id, e.canonical_bytes(), bytes(baseline), text_hash(e.text)) for i, e in fresh],
+            )
+            self._bump_reports_version()
+        return len(fresh)
 
     def remove_batch(self, batch_root: bytes) -> int:
-        """Forget reports from a revoked batch; drop experiences left with no source. Returns how
-        many experiences were dropped."""
-        root = bytes(batch_root)
+        """Forget every report of a revoked batch; returns how many were removed. Entries change
+        at the next `aggregate`."""
+        return self._remove("DELETE FROM reports WHERE batch_root = ?", (bytes(batch_root),))
+
+    def remove_report(self, batch_root: bytes, leaf_index: int) -> int:
+        """Forget one report (an experience the DAO revoked by leaf challenge); returns 0 or 1."""
+        return self._remove("DELETE FROM reports WHERE batch_root = ? AND leaf_index = ?", (bytes(batch_root), int(leaf_index)))
+
+    def _remove(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._transaction():
+            removed = self._db.execute(sql, args).rowcount
+            if removed:
+                self._bump_reports_version()
+        return removed
+
+    def report_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+
+    def aggregate(self, admitted_node_ids: Collection[int], policy: AcceptancePolicy | None = None, force: bool = False) -> AggregationSummary:
+        """Recompute the network entries from every stored report (see the module docstring).
+
+        Skipped (`unchanged=True`) when the reports, the admitted set and the policy are what the
+        last run saw, so calling it after every sync is cheap. One transaction: readers see the
+        old entries or the new ones.
+        """
+        policy = policy or AcceptancePolicy()
+        admitted = sorted({int(n) for n in admitted_node_ids})
+        fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "admitted": admitted,
+                                  "policy": [policy.min_nodes, policy.support_fraction, policy.min_confidence]})
+        last = self._meta("aggregation")
+        if not force and last is not None and json.loads(last)["fingerprint"] == fingerprint:
+            return AggregationSummary(**json.loads(last)["summary"], unchanged=True)
+        reports, published, capped = self._load_reports()
+        result = aggregate(reports, admitted, policy)
+        now = int(time.time())
+        rows = []
+        for cluster in result.clusters:
+            medoid = published[cluster.experience_id]
+            experience, baseline = medoid
+            if cluster.code is not None:
+                codec, code, baseline = BITDELTA, cluster.code, self._consensus_baseline()
+            else:
+                codec, code = experience.codec, experience.code
+            rows.append((cluster.experience_id, int(cluster.accepted), experience.canonical_bytes(), cluster.text, cluster.domain,
+                         cluster.confidence, codec, baseline, code, text_hash(cluster.text), cluster.support,
+                         json.dumps(list(cluster.node_ids)), cluster.reason, now))
+        summary = AggregationSummary(len(result.accepted), len(result.clusters) - len(result.accepted), len(reports),
+                                     result.active_reporters, result.required_support, result.dropped_reports, capped, result.invalid_codes)
+        summary_json = {k: v for k, v in summary.__dict__.items() if k != "unchanged"}
+        with self._transaction(invalidates=True):
+            self._db.execute("DELETE FROM experiences WHERE origin = 'network'")
+            self._db.executemany("INSERT OR IGNORE INTO experiences VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute(
+                "DELETE FROM vectors WHERE text_hash NOT IN (SELECT text_hash FROM reports) AND text_hash NOT IN (SELECT text_hash FROM experiences)"
+            )
+            self._set_meta("aggregation", json.dumps({"fingerprint": fingerprint, "summary": summary_json}))
+        return summary
+
+    def _load_reports(self) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
+        """Every stored report as a `dso.aggregate.Report` (capped per node, earliest first), the
+        published experience and baseline by id, and how many reports the cap left out."""
+        consensus_baseline = self._consensus_baseline()
+        model = self._model_name()
+        per_node: dict[int, int] = {}
+        reports: list[Report] = []
+        published: dict[str, tuple[Experience, bytes]] = {}
+        capped = 0
+        rows = self._db.execute(
+            "SELECT r.batch_root, r.node_id, r.canonical, r.baseline, v.vector FROM reports r "
+            "JOIN vectors v ON v.text_hash = r.text_hash ORDER BY r.rowid"
+        )
+        for batch_root, node_id, canonical, baseline, vector in rows:
+            if per_node.get(node_id, 0) >= MAX_REPORTS_PER_NODE:
+                capped += 1
+                continue
+            per_node[node_id] = per_node.get(node_id, 0) + 1
+            e = Experience.from_bytes(canonical)
+            # Only codes in the consensus space (bitdelta-1, this model, its published baseline)
+            # take part in the per-bit vote; others keep their own code.
+            votes = e.codec == BITDELTA and e.model == model and bytes(baseline) == consensus_baseline
+            reports.append(Report(e.experience_id, node_id, e.text, e.domain, e.confidence,
+                                  np.frombuffer(vector, dtype=np.float16), bytes(batch_root), e.code if votes else None))
+            published.setdefault(e.experience_id, (e, bytes(baseline)))
+        return reports, published, capped
+
+    def _consensus_baseline(self) -> bytes | None:
+        from dso.codec import baseline_id, load_baseline
+
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            affected = [r[0] for r in self._db.execute("SELECT DISTINCT experience_id FROM sources WHERE batch_root = ?", (root,))]
-            self._db.execute("DELETE FROM sources WHERE batch_root = ?", (root,))
-            dropped = 0
-            for eid in affected:
-                if self._db.execute("SELECT 1 FROM sources WHERE experience_id = ?", (eid,)).fetchone() is None:
-                    dropped += self._db.execute("DELETE FROM experiences WHERE id = ?", (eid,)).rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._index = None
-        return dropped
+            return bytes.fromhex(baseline_id(load_baseline(self.embedder.model_id)))
+        except DsoError:
+            return None
+
+    def _model_name(self) -> str:
+        from dso.codec import model_file_stem
+
+        return model_file_stem(self.embedder.model_id)
 
     # ------------------------------------------------------------------ reading
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM experiences").fetchone()[0]
+        """Visible entries: accepted network entries plus local ones."""
+        return self._db.execute("SELECT COUNT(*) FROM experiences WHERE accepted = 1").fetchone()[0]
 
     def get(self, experience_id: str) -> Experience | None:
-        """The stored experience with this id, if any."""
-        row = self._db.execute("SELECT canonical FROM experiences WHERE id = ?", (experience_id,)).fetchone()
+        """The visible entry with this id (as published), if any."""
+        row = self._db.execute("SELECT canonical FROM experiences WHERE id = ? AND accepted = 1", (experience_id,)).fetchone()
         return Experience.from_bytes(row[0]) if row else None
 
     def support(self, experience_id: str) -> int:
-        """Number of distinct nodes that reported this experience (or a near-duplicate of it)."""
-        return self._db.execute("SELECT COUNT(DISTINCT node_id) FROM sources WHERE experience_id = ?", (experience_id,)).fetchone()[0]
+        """Distinct admitted nodes behind this entry (0 for a local or unknown one)."""
+        row = self._db.execute("SELECT support FROM experiences WHERE id = ?", (experience_id,)).fetchone()
+        return row[0] if row else 0
+
+    def pending(self, limit: int = 100) -> list[PendingEntry]:
+        """Clusters not accepted (yet), most supported first."""
+        rows = self._db.execute(
+            "SELECT id, text, support, confidence, reason FROM experiences WHERE accepted = 0 ORDER BY support DESC, id LIMIT ?", (limit,)
+        )
+        return [PendingEntry(*row) for row in rows]
 
     def search(
         self,
@@ -225,8 +381,8 @@ class Library:
         min_confidence: float = 0.0,
         rescore: int = DEFAULT_RESCORE,
     ) -> list[Hit]:
-        """Top-k experiences for `query`: codes rank all matches of the filters, the best
-        `rescore` are re-ranked by local float embeddings (rescore=0 ranks by codes alone)."""
+        """Top-k entries for `query`: codes rank all matches of the filters, the best `rescore`
+        are re-ranked by local float embeddings (rescore=0 ranks by codes alone)."""
         if k < 1:
             raise LibraryError("k must be at least 1")
         if domain is not None:
@@ -246,7 +402,10 @@ class Library:
             scores = index.vectors[chosen].astype(np.float32) @ query_vector
             reorder = np.argsort(-scores, kind="stable")
             chosen, scores = chosen[reorder], scores[reorder]
-        return [Hit(self._experience_at(index, i), float(s), self.support(index.ids[i])) for i, s in zip(chosen[:k], scores[:k])]
+        return [
+            Hit(self._experience_at(index, i), float(s), index.supports[i], index.domains[i], index.confidences[i], index.origins[i])
+            for i, s in zip(chosen[:k], scores[:k])
+        ]
 
     def context_for(self, query: str, k: int = 5, domain: str | None = None, min_confidence: float = 0.0) -> str:
         """A prompt block with the top-k experiences, ready to prepend to any LLM prompt."""
@@ -255,8 +414,8 @@ class Library:
             return ""
         lines = ["Relevant experiences from the dso library (verified on-chain; use them if they apply):"]
         for n, hit in enumerate(hits, 1):
-            e = hit.experience
-            lines.append(f"{n}. [{e.domain}, confidence {e.confidence:.2f}, {hit.support} node(s)] {e.text}")
+            origin = f"{hit.support} node(s)" if hit.origin == "network" else "local"
+            lines.append(f"{n}. [{hit.domain}, confidence {hit.confidence:.2f}, {origin}] {hit.experience.text}")
         return "\n".join(lines)
 
     def close(self) -> None:
@@ -270,8 +429,37 @@ class Library:
 
     # ------------------------------------------------------------------ internals
 
-    def _local_vectors(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+    def _transaction(self, invalidates: bool = False) -> "_Transaction":
+        return _Transaction(self, invalidates)
+
+    def _vectors(self, texts: Sequence[str]) -> dict[bytes, np.ndarray]:
+        """Local float embeddings by text hash: cached ones read back, the rest embedded now."""
+        wanted = {text_hash(t): t for t in texts}
+        found: dict[bytes, np.ndarray] = {}
+        keys = list(wanted)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self._db.execute(f"SELECT text_hash, vector FROM vectors WHERE text_hash IN ({marks})", chunk):
+                found[bytes(key)] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+        missing = [k for k in keys if k not in found]
+        if missing:
+            embedded = np.asarray(self.embedder.embed([wanted[k] for k in missing]), dtype=np.float32)
+            found.update(zip(missing, embedded))
+        return found
+
+    def _store_vectors(self, vectors: dict[bytes, np.ndarray]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", [(k, v.astype(np.float16).tobytes()) for k, v in vectors.items()])
+
+    def _meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _bump_reports_version(self) -> None:
+        self._set_meta("reports_version", str(int(self._meta("reports_version", "0")) + 1))
 
     def _experience_at(self, index: "_Index", i: int) -> Experience:
         row = self._db.execute("SELECT canonical FROM experiences WHERE id = ?", (index.ids[i],)).fetchone()
@@ -279,9 +467,30 @@ class Library:
 
     def _load_index(self) -> "_Index":
         if self._index is None:
-            rows = self._db.execute("SELECT id, domain, confidence, codec, baseline, code, vector FROM experiences ORDER BY rowid").fetchall()
+            rows = self._db.execute(
+                "SELECT e.id, e.domain, e.confidence, e.codec, e.baseline, e.code, v.vector, e.support, e.origin "
+                "FROM experiences e JOIN vectors v ON v.text_hash = e.text_hash WHERE e.accepted = 1 ORDER BY e.rowid"
+            ).fetchall()
             self._index = _Index.from_rows(rows, self.embedder.dim)
         return self._index
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK and drop the in-memory index (it may hold
+    rows the database no longer has). `invalidates` drops it after a commit too, for changes to
+    the visible entries that the index does not track itself."""
+
+    def __init__(self, library: Library, invalidates: bool) -> None:
+        self.library = library
+        self.invalidates = invalidates
+
+    def __enter__(self) -> None:
+        self.library._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self.library._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is not None or self.invalidates:
+            self.library._index = None
 
 
 class _Index:
@@ -294,6 +503,8 @@ class _Index:
         self.position: dict[str, int] = {}
         self.domains: list[str] = []
         self.confidences: list[float] = []
+        self.supports: list[int] = []
+        self.origins: list[str] = []
         self.group_keys: list[tuple[str, bytes]] = []
         self._group_of: list[int] = []
         self._local_of: list[int] = []
@@ -304,11 +515,13 @@ class _Index:
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[Any, ...]], dim: int) -> "_Index":
         index = cls(dim)
-        for eid, domain, confidence, codec, baseline, code, vector in rows:
-            index._push(eid, domain, confidence, (codec, bytes(baseline)), bytes(code), np.frombuffer(vector, dtype=np.float16))
+        for eid, domain, confidence, codec, baseline, code, vector, support, origin in rows:
+            index.append(eid, domain, confidence, (codec, bytes(baseline)), bytes(code), np.frombuffer(vector, dtype=np.float16), support, origin)
         return index
 
-    def _push(self, eid: str, domain: str, confidence: float, codec_key: tuple[str, bytes], code: bytes, vector: np.ndarray) -> None:
+    def append(
+        self, eid: str, domain: str, confidence: float, codec_key: tuple[str, bytes], code: bytes, vector: np.ndarray, support: int, origin: str
+    ) -> None:
         if codec_key not in self.group_keys:
             self.group_keys.append(codec_key)
             self._group_codes.append([])
@@ -317,14 +530,13 @@ class _Index:
         self.ids.append(eid)
         self.domains.append(domain)
         self.confidences.append(confidence)
+        self.supports.append(support)
+        self.origins.append(origin)
         self._group_of.append(group)
         self._local_of.append(len(self._group_codes[group]))
         self._group_codes[group].append(code)
         self._vectors.append(vector.astype(np.float16))
         self._cache.clear()
-
-    def append(self, eid: str, experience: Experience, baseline: bytes, vector: np.ndarray) -> None:
-        self._push(eid, experience.domain, experience.confidence, (experience.codec, baseline), experience.code, vector)
 
     def _cached(self, name: str, build: Any) -> Any:
         if name not in self._cache:
@@ -374,5 +586,13 @@ class _Index:
 
 
 def export_json(hits: Sequence[Hit]) -> str:
-    """Hits as JSON for programs (`dso query --format json`)."""
-    return json.dumps([{**hit.experience.to_json(), "score": round(hit.score, 6), "support": hit.support} for hit in hits], indent=2)
+    """Hits as JSON for programs (`dso query --format json`): the experience as published, with
+    `domain` and `confidence` replaced by the network's consensus (the published values are kept
+    as `published_domain` and `published_confidence`)."""
+    out = []
+    for hit in hits:
+        published = hit.experience.to_json()
+        out.append({**published, "published_domain": published["domain"], "published_confidence": published["confidence"],
+                    "domain": hit.domain, "confidence": round(hit.confidence, 6), "score": round(hit.score, 6),
+                    "support": hit.support, "origin": hit.origin})
+    return json.dumps(out, indent=2)

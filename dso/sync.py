@@ -4,13 +4,21 @@ The chain is the only authority. From the registry's events (from a stored check
 client learns each batch's root, CID, count, schema and submitting node (`BatchSubmitted`), the
 DAO's decision (`BatchFinalized`) and later revocations (`BatchRevoked`). For every accepted batch
 it fetches the document by CID (the store recomputes the CID from the bytes), recomputes the Merkle
-root and checks it, the count and the schema against the chain, and only then loads the
-experiences, each report tagged with its batch and node so that support counts distinct nodes.
+root and checks it, the count and the schema against the chain, and only then stores the
+experiences as reports, each tagged with its batch, leaf index and node. Single experiences the DAO
+revoked by leaf challenge (`ExperienceRevoked`) are never stored, or removed if they were.
+
+The admitted node set is folded from `NodeAdmitted`/`NodeRemoved` (the constructor emits the
+initial ones), so a node the DAO removes loses its voice in every cluster at the next sync.
+Finally `Library.aggregate` turns the reports of admitted nodes into the global library with the
+acceptance policy (dso.aggregate): one voice per node, robust statistics, support by distinct
+nodes.
 
 Crash safety: the checkpoint (`$DSO_HOME/sync.json`, written atomically) advances only after the
-library has committed everything up to it, and loading a batch twice changes nothing (experience
-ids and (experience, report, batch) sources are unique). Killing a sync at any point and running it
-again gives the same library.
+library has committed everything up to it, and storing a batch twice changes nothing (reports are
+keyed by batch root and leaf index). The aggregation is a pure function of the stored reports, the
+admitted set and the policy. Killing a sync at any point and running it again gives the same
+library.
 """
 
 from __future__ import annotations
@@ -22,14 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dso.aggregate import AcceptancePolicy
 from dso.batch import BatchDocument, BatchError, verify_document
 from dso.chain import Registry, Status
 from dso.config import atomic_write_text, dso_home
 from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, ObjectTooLarge
 from dso.ipfs import ContentStore, cid_from_bytes
-from dso.library import Library, Source
+from dso.library import AggregationSummary, Library, Source
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 FETCH_WORKERS = 4
 
 
@@ -53,10 +62,16 @@ class SyncState:
     registry: str
     next_block: int
     batches: dict[str, BatchRecord] = field(default_factory=dict)
+    admitted: dict[str, str] = field(default_factory=dict)  # node id (decimal) -> address
+    revoked_leaves: dict[str, list[int]] = field(default_factory=dict)  # batch root -> leaf indices
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "registry": self.registry, "next_block": self.next_block,
-                           "batches": {root: asdict(b) for root, b in self.batches.items()}}, indent=1, sort_keys=True) + "\n"
+                           "batches": {root: asdict(b) for root, b in self.batches.items()},
+                           "admitted": self.admitted, "revoked_leaves": self.revoked_leaves}, indent=1, sort_keys=True) + "\n"
+
+    def admitted_node_ids(self) -> set[int]:
+        return {int(n) for n in self.admitted}
 
     @classmethod
     def load(cls, path: Path, registry: str, deploy_block: int) -> "SyncState":
@@ -66,8 +81,13 @@ class SyncState:
         try:
             data = json.loads(path.read_text())
             if data["version"] != STATE_VERSION:
-                raise DsoError(f"sync checkpoint {path} has version {data['version']}; expected {STATE_VERSION}")
-            state = cls(data["registry"], int(data["next_block"]), {r: BatchRecord(**b) for r, b in data["batches"].items()})
+                raise DsoError(
+                    f"sync checkpoint {path} has version {data['version']}; this dso writes {STATE_VERSION}. "
+                    "Delete it and the library to resync from the deploy block"
+                )
+            state = cls(data["registry"], int(data["next_block"]), {r: BatchRecord(**b) for r, b in data["batches"].items()},
+                        {str(k): str(v) for k, v in data["admitted"].items()},
+                        {str(k): [int(i) for i in v] for k, v in data["revoked_leaves"].items()})
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DsoError(f"sync checkpoint {path} is corrupt ({exc}); delete it to resync from the deploy block") from exc
         if state.registry.lower() != registry.lower():
@@ -85,7 +105,9 @@ class SyncReport:
     revoked: list[str]
     invalid: dict[str, str]
     unavailable: list[str]
-    experiences_added: int
+    reports_added: int
+    revoked_experiences: int
+    aggregation: AggregationSummary
     seconds: float
 
 
@@ -100,6 +122,14 @@ def apply_events(state: SyncState, events: list) -> None:
             state.batches[args["root"].hex()].status = "accepted" if Status(args["status"]) == Status.ACCEPTED else "rejected"
         elif event.name == "BatchRevoked" and args["root"].hex() in state.batches:
             state.batches[args["root"].hex()].status = "revoked"
+        elif event.name == "ExperienceRevoked":
+            leaves = state.revoked_leaves.setdefault(args["root"].hex(), [])
+            if int(args["leafIndex"]) not in leaves:
+                leaves.append(int(args["leafIndex"]))
+        elif event.name == "NodeAdmitted":
+            state.admitted[str(int(args["nodeId"]))] = args["node"]
+        elif event.name == "NodeRemoved":
+            state.admitted.pop(str(int(args["nodeId"])), None)
 
 
 def fetch_and_verify(store: ContentStore, root: str, record: BatchRecord) -> BatchDocument:
@@ -116,12 +146,14 @@ def sync(
     deploy_block: int = 0,
     confirmations: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    policy: AcceptancePolicy | None = None,
 ) -> SyncReport:
     """Bring the library up to date with the chain; see the module docstring for the guarantees.
 
     Unreachable services (RPC, IPFS) raise and leave the checkpoint where it was; a document the
     store cannot find now is retried on the next sync; a document that fails verification is
-    refused for good (recorded with the reason) and never loaded.
+    refused for good (recorded with the reason) and never loaded. `policy` is the acceptance
+    policy for the aggregation (default `AcceptancePolicy()`).
     """
     started = time.monotonic()
     path = state_path or dso_home() / "sync.json"
@@ -149,8 +181,9 @@ def sync(
                 record.invalid = f"{type(exc).__name__}: {exc}"
                 invalid[root] = record.invalid
                 continue
-            outcomes = library.add_many(list(document.experiences), document.header.baseline, Source(bytes.fromhex(root), record.node_id))
-            added += sum(o.stored for o in outcomes)
+            revoked_here = set(state.revoked_leaves.get(root, ()))
+            kept = [(i, e) for i, e in enumerate(document.experiences) if i not in revoked_here]
+            added += library.add_reports([e for _, e in kept], document.header.baseline, Source(bytes.fromhex(root), record.node_id), [i for i, _ in kept])
             record.loaded = True
             loaded.append(root)
             if progress:
@@ -158,6 +191,10 @@ def sync(
     for root in to_drop:
         library.remove_batch(bytes.fromhex(root))
         state.batches[root].loaded = False
+    # Leaf revocations can arrive after their batch was loaded; removing is idempotent.
+    revoked_experiences = sum(library.remove_report(bytes.fromhex(root), i) for root, leaves in state.revoked_leaves.items() for i in leaves)
+    summary = library.aggregate(state.admitted_node_ids(), policy)
     state.next_block = page.next_block
     atomic_write_text(path, state.to_json())
-    return SyncReport(from_block, page.to_block, loaded, to_drop, invalid, unavailable, added, round(time.monotonic() - started, 3))
+    return SyncReport(from_block, page.to_block, loaded, to_drop, invalid, unavailable, added, revoked_experiences, summary,
+                      round(time.monotonic() - started, 3))

@@ -21,15 +21,18 @@ def test_query_formats(tmp_path, monkeypatch):
     embedder = load_embedder("minilm")
     insights = gsm8k_insights(40)
     codes = get_codec("bitdelta-1", 384).encode(embedder.embed([i.text for i in insights]))
-    experiences = [Experience.create(i.text, i.domain, i.confidence, "all-MiniLM-L6-v2", "bitdelta-1", bytes(c), NODE, 1) for i, c in zip(insights, codes)]
     with Library(tmp_path / "library.sqlite", embedder) as library:
-        library.add_many(experiences, bytes.fromhex(baseline_id(load_baseline())), Source(b"\x01" * 32, 1))
+        for node_id in (1, 2, 3):  # three nodes report the same lessons: enough support to be accepted
+            node = bytes([node_id]) * 20
+            experiences = [Experience.create(i.text, i.domain, i.confidence, "all-MiniLM-L6-v2", "bitdelta-1", bytes(c), node, 1) for i, c in zip(insights, codes)]
+            library.add_reports(experiences, bytes.fromhex(baseline_id(load_baseline())), Source(bytes([node_id]) * 32, node_id))
+        assert library.aggregate({1, 2, 3}).accepted == len(insights)
     runner = CliRunner()
     target = insights[11]
     as_json = runner.invoke(cli, ["query", target.text, "-k", "3", "--format", "json"])
     assert as_json.exit_code == 0, as_json.output
     hits = json.loads(as_json.output)
-    assert hits[0]["text"] == target.text and len(hits) == 3 and hits[0]["support"] == 1
+    assert hits[0]["text"] == target.text and len(hits) == 3 and hits[0]["support"] == 3
     prompt = runner.invoke(cli, ["query", target.text, "--format", "prompt", "-k", "2"])
     assert prompt.output.startswith("Relevant experiences") and target.text in prompt.output
     filtered = runner.invoke(cli, ["query", "money", "--domain", "math.money", "--format", "json", "-k", "10"])

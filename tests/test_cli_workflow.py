@@ -22,9 +22,10 @@ def home(tmp_path, monkeypatch, w3, accounts, anvil_url, ipfs_api):
     """A DSO_HOME pointing at a fresh registry on the session devnet, with dev wallets."""
     monkeypatch.setenv("DSO_HOME", str(tmp_path))
     monkeypatch.setenv("DSO_DEV_PASSWORD", "dev")
-    dao = deploy_dao(w3, accounts, n_members=3, n_nodes=2)
+    dao = deploy_dao(w3, accounts, n_members=3, n_nodes=3)
     save_config(NetworkConfig(anvil_url, w3.eth.chain_id, dao.registry.address, 0, "test", ipfs_api))
-    create_dev_wallets({"deployer": dao.deployer, **{f"member{i + 1}": m for i, m in enumerate(dao.members)}, "node1": dao.nodes[0]})
+    create_dev_wallets({"deployer": dao.deployer, **{f"member{i + 1}": m for i, m in enumerate(dao.members)},
+                       **{f"node{i + 1}": n for i, n in enumerate(dao.nodes)}})
     return tmp_path
 
 
@@ -41,15 +42,22 @@ def signer(name: str) -> list[str]:
 def test_submit_vote_finalize_sync_query_show(home):
     jsonl = home / "mine.jsonl"
     jsonl.write_text(insights_to_jsonl(gsm8k_insights(6, offset=50)))
-    out = run("submit", str(jsonl), *signer("node1"))
-    root = out.split("committed batch ")[1].split()[0]
+    roots = []
+    for node in ("node1", "node2", "node3"):  # three nodes learned the same lessons
+        out = run("submit", str(jsonl), *signer(node))
+        roots.append(out.split("committed batch ")[1].split()[0])
     assert "pending" in run("batches")
-    for member in ("member1", "member2", "member3"):
-        run("vote", root[:12], "--approve", *signer(member))
-    assert "accepted" in run("finalize", root[:12], *signer("deployer"))
-    assert "loaded 1 batch(es) (+6 experiences)" in run("sync")
+    for root in roots:
+        for member in ("member1", "member2", "member3"):
+            run("vote", root[:12], "--approve", *signer(member))
+        assert "accepted" in run("finalize", root[:12], *signer("deployer"))
+    synced = run("sync")
+    assert "loaded 3 batch(es) (+18 reports)" in synced and "6 experiences accepted, 0 awaiting support" in synced
     hits = json.loads(run("query", gsm8k_insights(6, offset=50)[2].text, "-k", "1", "--format", "json"))
-    assert hits[0]["text"] == gsm8k_insights(6, offset=50)[2].text
+    assert hits[0]["text"] == gsm8k_insights(6, offset=50)[2].text and hits[0]["support"] == 3
+    stricter = run("sync", "--min-nodes", "4")  # nothing new on chain, but the policy changed
+    assert "loaded 0 batch(es)" in stricter and "0 experiences accepted, 6 awaiting support" in stricter
+    root = roots[0]
     shown = run("show", root)
     assert "verified CID" in shown and "accepted" in shown
     assert "the outbox is empty" in run("outbox", "list")

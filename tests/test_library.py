@@ -66,31 +66,85 @@ def test_filters_domain_prefix_and_min_confidence(library, embedder, baseline, g
         library.search("x", domain="Not A Domain")
 
 
-def test_exact_and_near_duplicates_are_stored_once_and_counted_as_support(library, embedder, baseline):
+def test_local_exact_and_near_duplicates_are_stored_once(library, embedder, baseline):
     [original] = to_experiences(embedder, [("When a price rises by 10% twice, apply the increases one after the other.", "math.percent", 0.9)])
     [near] = to_experiences(embedder, [("When a price rises by 10% two times, apply the increases one after the other.", "math.percent", 0.8)], node=b"\x02" * 20)
     [other] = to_experiences(embedder, [("When a train leaves at noon, convert all times to minutes first.", "math.time", 0.9)])
-    first = library.add(original, baseline, Source(b"\x01" * 32, node_id=1))
-    again = library.add(original, baseline, Source(b"\x03" * 32, node_id=1))
-    twin = library.add(near, baseline, Source(b"\x02" * 32, node_id=2))
-    distinct = library.add(other, baseline, Source(b"\x02" * 32, node_id=2))
+    first = library.add(original, baseline)
+    again = library.add(original, baseline)
+    twin = library.add(near, baseline)
+    distinct = library.add(other, baseline)
     assert first.stored and not again.stored and again.existing == first.experience_id
     assert not twin.stored and twin.existing == first.experience_id and twin.similarity >= 0.9
     assert distinct.stored
     assert len(library) == 2
-    assert library.support(first.experience_id) == 2  # node 1 (twice) and node 2: two distinct nodes
+    assert library.support(first.experience_id) == 0  # the agent's own: no network support
+    assert [h.origin for h in library.search(original.text, k=2)] == ["local", "local"]
 
 
-def test_revoked_batch_drops_only_experiences_without_other_sources(library, embedder, baseline, gsm8k_items):
-    a, b, c = to_experiences(embedder, gsm8k_items[:3])
-    bad, good = b"\xbb" * 32, b"\x99" * 32
-    library.add_many([a, b], baseline, Source(bad, 1))
-    library.add_many([b], baseline, Source(good, 2))
-    library.add(c, baseline)  # added locally, no source: never dropped by a revocation
-    assert library.remove_batch(bad) == 1
-    assert library.get(a.experience_id) is None
-    assert library.get(b.experience_id) == b and library.get(c.experience_id) == c
-    assert [h.experience for h in library.search(a.text, k=3)] != [] and all(h.experience != a for h in library.search(a.text, k=3))
+def lesson_reports(embedder, lesson: int, nodes: list[int], confidences: list[float] | None = None) -> dict[int, Experience]:
+    """Shared GSM8K lesson `lesson` as node n words it (style (n - 1) % 4), one experience per node."""
+    out = {}
+    for k, n in enumerate(nodes):
+        insight = gsm8k_insights(1, offset=lesson, style=(n - 1) % 4)[0]
+        confidence = confidences[k] if confidences else insight.confidence
+        [out[n]] = to_experiences(embedder, [(insight.text, insight.domain, confidence)], node=bytes([n]) * 20)
+    return out
+
+
+def root(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+def test_reports_enter_only_by_aggregation_with_one_voice_per_admitted_node(library, embedder, baseline):
+    reports = lesson_reports(embedder, 3, [1, 2, 3, 9], confidences=[0.9, 0.7, 0.6, 1.0])
+    for n, experience in reports.items():
+        library.add_reports([experience], baseline, Source(root(n), n))
+    library.add_reports([reports[1]], baseline, Source(root(11), 1))  # node 1 again, in another batch
+    assert library.add_reports([reports[1]], baseline, Source(root(11), 1)) == 0  # the same leaf twice: nothing new
+    assert len(library) == 0 and library.report_count() == 5  # not visible before aggregation
+
+    summary = library.aggregate(admitted_node_ids={1, 2, 3})
+    assert (summary.accepted, summary.pending, summary.dropped_reports, summary.active_nodes) == (1, 0, 1, 3)
+    [hit] = library.search(reports[2].text, k=1)
+    assert hit.support == 3 and hit.origin == "network"  # node 1 counted once, node 9 not admitted
+    assert hit.confidence == 0.7  # the median of the voices 0.9 / 0.7 / 0.6, not node 9's 1.0
+    assert hit.experience in [reports[1], reports[2], reports[3]]
+
+    assert library.aggregate(admitted_node_ids={1, 2, 3}).unchanged  # nothing changed: skipped
+    removed = library.aggregate(admitted_node_ids={1, 2})  # the DAO removed node 3
+    assert (removed.accepted, removed.pending) == (0, 1) and len(library) == 0
+    [pending] = library.pending()
+    assert pending.support == 2 and "support 2 < 3" in pending.reason
+
+
+def test_aggregation_does_not_depend_on_arrival_order(tmp_path, embedder, baseline):
+    lessons = [lesson_reports(embedder, j, [1, 2, 3, 4]) for j in range(6)]
+    batches = [(n, [lessons[j][n] for j in range(6) if j % 4 != n - 1]) for n in (1, 2, 3, 4)]
+    views = []
+    for name, order in (("forward", batches), ("backward", batches[::-1])):
+        with Library(tmp_path / f"{name}.sqlite", embedder) as lib:
+            for n, experiences in order:
+                lib.add_reports(experiences, baseline, Source(root(n), n))
+            assert lib.aggregate({1, 2, 3, 4}).accepted == 6
+            views.append(sorted((h.experience.experience_id, h.confidence, h.support) for h in lib.search("money", k=10)))
+    assert views[0] == views[1]
+
+
+def test_revoked_batch_and_revoked_leaf_remove_only_their_reports(library, embedder, baseline, gsm8k_items):
+    shared = lesson_reports(embedder, 5, [1, 2, 3])
+    [local] = to_experiences(embedder, gsm8k_items[200:201])
+    library.add(local, baseline)  # the agent's own: never dropped by a revocation
+    for n, experience in shared.items():
+        library.add_reports([experience], baseline, Source(root(n), n))
+    assert library.aggregate({1, 2, 3}).accepted == 1 and len(library) == 2
+    assert library.remove_batch(root(3)) == 1
+    assert library.aggregate({1, 2, 3}).accepted == 0 and len(library) == 1
+    library.add_reports([shared[3]], baseline, Source(root(3), 3))
+    assert library.aggregate({1, 2, 3}).accepted == 1
+    assert library.remove_report(root(2), 0) == 1 and library.remove_report(root(2), 0) == 0
+    assert library.aggregate({1, 2, 3}).accepted == 0
+    assert [h.experience for h in library.search(local.text, k=3)] == [local]
 
 
 def test_library_persists_across_reopen_and_context_block_is_prompt_ready(tmp_path, embedder, baseline, gsm8k_items):
@@ -104,26 +158,35 @@ def test_library_persists_across_reopen_and_context_block_is_prompt_ready(tmp_pa
     lines = block.splitlines()
     assert lines[0].startswith("Relevant experiences") and len(lines) == 4
     assert gsm8k_items[7][0] in lines[1]  # an experience's own text retrieves it first
-    assert '"score"' in hits_json and '"support"' in hits_json
+    assert '"score"' in hits_json and '"support"' in hits_json and '"origin": "local"' in hits_json
 
 
-def test_failed_batch_add_leaves_the_library_unchanged(library, embedder, baseline, gsm8k_items, monkeypatch):
+def test_failed_writes_leave_the_library_unchanged(library, embedder, baseline, gsm8k_items, monkeypatch):
     good = to_experiences(embedder, gsm8k_items[:5])
     library.add_many(good[:2], baseline)
-    original = library._add_one
+    calls = {"n": 0}
+    original = library._load_index().nearest
 
-    def fail_on_fourth(experience, *args):
-        if experience == good[3]:
+    def fail_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
             raise OSError("disk full")
-        return original(experience, *args)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(library, "_add_one", fail_on_fourth)
+    monkeypatch.setattr(library._load_index(), "nearest", fail_on_second)
     with pytest.raises(OSError):
         library.add_many(good[2:], baseline)
     monkeypatch.undo()
     assert len(library) == 2
     assert library.get(good[2].experience_id) is None
     assert [o.stored for o in library.add_many(good[2:], baseline)] == [True, True, True]
+
+    monkeypatch.setattr(library, "_bump_reports_version", lambda: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        library.add_reports(good, baseline, Source(root(1), 1))
+    monkeypatch.undo()
+    assert library.report_count() == 0
+    assert library.add_reports(good, baseline, Source(root(1), 1)) == 5
 
 
 def test_corrupt_file_is_a_clear_error(tmp_path, embedder):

@@ -56,11 +56,12 @@ def test_batch_travels_through_ipfs_and_the_chain_and_lands_in_the_library(w3, a
     verify_inclusion(proof, event.args["root"], verified.leaves[5], tree_size=onchain.count)
 
     with Library(tmp_path / "agent.sqlite", load_embedder("minilm")) as library:
-        outcomes = library.add_many(list(verified.experiences), verified.header.baseline, Source(event.args["root"], event.args["nodeId"]))
-        assert all(o.stored for o in outcomes)
-        question = document.experiences[3].text
-        assert library.search(question, k=1)[0].experience == document.experiences[3]
-        assert library.support(document.experiences[3].experience_id) == 1
+        source = Source(event.args["root"], event.args["nodeId"])
+        assert library.add_reports(list(verified.experiences), verified.header.baseline, source) == onchain.count
+        summary = library.aggregate({event.args["nodeId"]})
+        # one node alone never suffices: every experience waits for support from two more nodes
+        assert (summary.accepted, summary.pending, len(library)) == (0, onchain.count, 0)
+        assert {p.support for p in library.pending()} == {1}
 
 
 def test_a_document_tampered_on_disk_never_reaches_the_library(tmp_path, document):

@@ -23,10 +23,10 @@ def embedder():
     return load_embedder("minilm")
 
 
-def publish(dao, store, embedder, node_index: int, offset: int, count: int = 6, pin: bool = True) -> bytes:
-    """A node submits GSM8K insights offset..offset+count; returns the batch root."""
+def publish(dao, store, embedder, node_index: int, offset: int, count: int = 6, pin: bool = True, style: int = 0) -> bytes:
+    """A node submits GSM8K insights offset..offset+count (worded in `style`); returns the batch root."""
     node = dao.nodes[node_index]
-    document = prepare_batch(gsm8k_insights(count, offset=offset), node.address, embedder, now=1_763_000_000 + offset)
+    document = prepare_batch(gsm8k_insights(count, offset=offset, style=style), node.address, embedder, now=1_763_000_000 + offset + style)
     data = document.to_bytes()
     cid = store.put(data) if pin else cid_of(data)
     dao.registry.submit_batch(node, document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
@@ -66,16 +66,16 @@ def test_only_accepted_and_verified_batches_are_loaded_and_reruns_change_nothing
     assert report.loaded == [good.hex()]
     assert list(report.invalid) == [tampered.hex()] and "CidMismatch" in report.invalid[tampered.hex()]
     assert report.unavailable == [missing.hex()]
-    assert len(library) == 6 == report.experiences_added
+    assert library.report_count() == 6 == report.reports_added
 
     again = sync(dao.registry, store, library, state)
-    assert (again.loaded, again.invalid, len(library)) == ([], {}, 6)
+    assert (again.loaded, again.invalid, library.report_count()) == ([], {}, 6)
 
     # the missing document appears on IPFS later: the next sync picks it up
     document = prepare_batch(gsm8k_insights(6, offset=300), dao.nodes[0].address, embedder, now=1_763_000_300)
     store.put(document.to_bytes())
     later = sync(dao.registry, store, library, state)
-    assert later.loaded == [missing.hex()] and len(library) == 12
+    assert later.loaded == [missing.hex()] and library.report_count() == 12
 
 
 def test_a_sync_killed_before_its_checkpoint_is_rerun_without_duplicates(world, embedder, monkeypatch):
@@ -91,10 +91,10 @@ def test_a_sync_killed_before_its_checkpoint_is_rerun_without_duplicates(world, 
     with pytest.raises(KeyboardInterrupt):
         sync(dao.registry, store, library, state)
     monkeypatch.undo()
-    assert not state.exists() and len(library) == 18
+    assert not state.exists() and library.report_count() == 18
     report = sync(dao.registry, store, library, state)
-    assert sorted(report.loaded) == sorted(r.hex() for r in roots) and report.experiences_added == 0
-    assert len(library) == 18
+    assert sorted(report.loaded) == sorted(r.hex() for r in roots) and report.reports_added == 0
+    assert library.report_count() == 18
 
 
 def test_revoked_batches_leave_the_library(world, embedder, w3):
@@ -103,13 +103,13 @@ def test_revoked_batches_leave_the_library(world, embedder, w3):
     decide(dao, keep, True)
     decide(dao, revoke, True)
     sync(dao.registry, store, library, state)
-    assert len(library) == 12
+    assert library.report_count() == 12
     proposal = dao.registry.propose_revoke_batch(dao.members[0], revoke).proposal_id
     for member in dao.members:
         dao.registry.vote_on_proposal(member, proposal, True)
     dao.registry.finalize_proposal(dao.deployer, proposal)
     report = sync(dao.registry, store, library, state)
-    assert report.revoked == [revoke.hex()] and len(library) == 6
+    assert report.revoked == [revoke.hex()] and library.report_count() == 6
 
 
 def test_checkpoint_of_another_registry_or_corrupt_is_a_clear_error(world, embedder, w3, accounts):
@@ -126,7 +126,26 @@ def test_checkpoint_of_another_registry_or_corrupt_is_a_clear_error(world, embed
 def test_pending_batches_wait_for_their_decision(world, embedder, w3):
     dao, store, library, state = world
     root = publish(dao, store, embedder, 0, offset=700)
-    assert sync(dao.registry, store, library, state).loaded == [] and len(library) == 0
+    assert sync(dao.registry, store, library, state).loaded == [] and library.report_count() == 0
     advance_time(w3, 3_600)
     dao.registry.finalize_batch(dao.deployer, root)  # no votes: rejected at the deadline
-    assert sync(dao.registry, store, library, state).loaded == [] and len(library) == 0
+    assert sync(dao.registry, store, library, state).loaded == [] and library.report_count() == 0
+
+
+def test_lessons_three_admitted_nodes_report_are_accepted_and_a_removed_node_loses_its_voice(world, embedder):
+    dao, store, library, state = world
+    roots = [publish(dao, store, embedder, i, offset=800, style=i) for i in range(3)]
+    for root in roots:
+        decide(dao, root, True)
+    report = sync(dao.registry, store, library, state)
+    assert report.reports_added == 18 and report.aggregation.active_nodes == 3
+    assert (report.aggregation.accepted, report.aggregation.pending) == (6, 0) and len(library) == 6
+    assert {h.support for h in library.search("money", k=6)} == {3}
+
+    proposal = dao.registry.propose_remove_node(dao.members[0], dao.nodes[2].address).proposal_id
+    for member in dao.members:
+        dao.registry.vote_on_proposal(member, proposal, True)
+    dao.registry.finalize_proposal(dao.deployer, proposal)
+    after = sync(dao.registry, store, library, state)
+    assert after.loaded == [] and (after.aggregation.accepted, after.aggregation.pending) == (0, 6)
+    assert len(library) == 0 and library.report_count() == 18  # the reports stay; node 3's voice does not
