@@ -123,7 +123,10 @@ def prove_inclusion(leaves: Sequence[bytes], index: int, tree: InmemoryTree | No
 
 def compute_root(proof: InclusionProof) -> bytes:
     """The root implied by a proof (RFC 9162 section 2.1.3.2); raise ProofError if the path
-    length does not fit the tree size and index."""
+    length does not fit the tree size and index, or the index is not a leaf of the tree."""
+    if not 0 <= proof.leaf_index < proof.tree_size:
+        # RFC 9162's first step: without it, index 1 of a 1-leaf tree "proves" with an empty path.
+        raise ProofError(f"leaf index {proof.leaf_index} is outside a tree of {proof.tree_size} leaves")
     fn, sn, r = proof.leaf_index, proof.tree_size - 1, proof.leaf_hash
     for sibling in proof.path:
         if sn == 0:
