@@ -380,18 +380,38 @@ class Library:
         domain: str | None = None,
         min_confidence: float = 0.0,
         rescore: int = DEFAULT_RESCORE,
+        query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """Top-k entries for `query`: codes rank all matches of the filters, the best `rescore`
-        are re-ranked by local float embeddings (rescore=0 ranks by codes alone)."""
+        are re-ranked by local float embeddings (rescore=0 ranks by codes alone).
+
+        `query_vector`, if given, is the query already in the library's space (another model's
+        query mapped by `dso.align`, e.g. ``alignment.apply(model_b.embed([query]))[0]``); it is
+        searched instead of embedding `query`, which then only names the query. It is normalized
+        here; LibraryError unless it is a finite, non-zero 1-d vector of the library's dimension.
+        """
         if k < 1:
             raise LibraryError("k must be at least 1")
         if domain is not None:
             validate_domain(domain)
+        if query_vector is not None:
+            given = np.asarray(query_vector)
+            if given.ndim != 1 or given.shape[0] != self.embedder.dim or given.dtype.kind not in "fiu":
+                raise LibraryError(
+                    f"query_vector must be one real vector of {self.embedder.dim} values in the library's space; got shape "
+                    f"{given.shape} of {given.dtype}: map another model's query with dso.align (Alignment.apply) first"
+                )
+            given = given.astype(np.float64)
+            norm = float(np.linalg.norm(given))  # NaN or inf if any value is
+            if not np.isfinite(norm) or norm == 0:
+                raise LibraryError("query_vector holds NaN/inf or is all zeros: it cannot be ranked by cosine similarity")
+            query_vector = (given / norm).astype(np.float32)
         index = self._load_index()
         mask = index.filter(domain, min_confidence)
         if not mask.any():
             return []
-        query_vector = self.embedder.embed([query])[0]
+        if query_vector is None:
+            query_vector = self.embedder.embed([query])[0]
         candidates = np.flatnonzero(mask)
         code_scores = index.code_scores(query_vector, candidates, self._codec_for)
         depth = max(k, rescore) if rescore else k
@@ -407,9 +427,12 @@ class Library:
             for i, s in zip(chosen[:k], scores[:k])
         ]
 
-    def context_for(self, query: str, k: int = 5, domain: str | None = None, min_confidence: float = 0.0) -> str:
-        """A prompt block with the top-k experiences, ready to prepend to any LLM prompt."""
-        hits = self.search(query, k=k, domain=domain, min_confidence=min_confidence)
+    def context_for(
+        self, query: str, k: int = 5, domain: str | None = None, min_confidence: float = 0.0, query_vector: np.ndarray | None = None
+    ) -> str:
+        """A prompt block with the top-k experiences, ready to prepend to any LLM prompt
+        (`query_vector` as in `search`)."""
+        hits = self.search(query, k=k, domain=domain, min_confidence=min_confidence, query_vector=query_vector)
         if not hits:
             return ""
         lines = ["Relevant experiences from the dso library (verified on-chain; use them if they apply):"]
@@ -487,10 +510,23 @@ class _Transaction:
     def __enter__(self) -> None:
         self.library._db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, kind: object, *rest: object) -> None:
-        self.library._db.execute("COMMIT" if kind is None else "ROLLBACK")
-        if kind is not None or self.invalidates:
-            self.library._index = None
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, *rest: object) -> None:
+        library = self.library
+        if kind is None:
+            try:
+                library._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                kind, error = type(exc), exc
+        if kind is not None:
+            library._index = None
+            try:
+                library._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled the transaction back (e.g. on SQLITE_FULL)
+            if isinstance(error, sqlite3.Error):
+                raise LibraryError(f"could not write the library {library.path} ({error}); nothing was changed") from error
+        elif self.invalidates:
+            library._index = None
 
 
 class _Index:

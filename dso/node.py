@@ -23,7 +23,7 @@ from dso.chain import Registry, Status
 from dso.codec import DEFAULT_CODEC, DEFAULT_MODEL_ID, baseline_id, get_codec, load_baseline, model_file_stem
 from dso.config import atomic_write_bytes, atomic_write_text, dso_home
 from dso.embed import Embedder
-from dso.errors import DsoError
+from dso.errors import ContractRevert, DsoError
 from dso.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
 from dso.ipfs import ContentStore, cid_to_bytes
 
@@ -39,23 +39,33 @@ def read_insights(path: Path) -> list[Insight]:
     before anything is embedded, and the first bad line is reported by number."""
     insights = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a leading byte order mark (Windows editors) is not part of the first line.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise InputError(f"{path} not found") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not UTF-8 text: {exc}") from exc
-    for number, line in enumerate(lines, 1):
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    # Lines end at "\n" only (JSONL; a "\r" before it is JSON whitespace): str.splitlines would also
+    # split inside a JSON string holding U+2028, U+0085 or a form feed.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # a duplicate key, a 5,000-digit number, [[[[...
+            raise InputError(f"{path}:{number}: not usable JSON ({exc})") from exc
         if not isinstance(record, dict):
             raise InputError(f"{path}:{number}: each line must be a JSON object")
         unknown = set(record) - {"text", "domain", "confidence", "metadata"}
         if unknown:
             raise InputError(f"{path}:{number}: unknown fields {sorted(unknown)}")
+        missing = {"text", "domain", "confidence"} - set(record)
+        if missing:
+            raise InputError(f"{path}:{number}: missing fields {sorted(missing)}")
         try:
             insights.append(
                 Insight(
@@ -70,6 +80,15 @@ def read_insights(path: Path) -> list[Insight]:
     if not insights:
         raise InputError(f"{path} holds no experiences")
     return insights
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if a key repeats (json.loads would silently keep the last one)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        repeated = sorted({key for key, _ in pairs if sum(k == key for k, _ in pairs) > 1})
+        raise ValueError(f"field {', '.join(map(repr, repeated))} given more than once")
+    return record
 
 
 def prepare_batch(insights: Sequence[Insight], node: str, embedder: Embedder, codec_id: str = DEFAULT_CODEC, now: int | None = None) -> BatchDocument:
@@ -169,7 +188,14 @@ class Outbox:
             self._save(entry)
         if registry.batch(document.header.root).tally.status != Status.NONE:
             return Committed(entry.root, cid, entry.count, entry.bytes, None, None)
-        result = registry.submit_batch(node, document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
+        try:
+            result = registry.submit_batch(node, document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
+        except ContractRevert as exc:
+            # An earlier attempt's transaction was still pending when we checked, and got mined
+            # first (a node killed right after sending, on a chain without instant mining).
+            if exc.name != "BatchAlreadySubmitted":
+                raise
+            return Committed(entry.root, cid, entry.count, entry.bytes, None, None)
         return Committed(entry.root, cid, entry.count, entry.bytes, result.tx.gas_used, result.tx.tx_hash)
 
 

@@ -64,11 +64,15 @@ class SyncState:
     batches: dict[str, BatchRecord] = field(default_factory=dict)
     admitted: dict[str, str] = field(default_factory=dict)  # node id (decimal) -> address
     revoked_leaves: dict[str, list[int]] = field(default_factory=dict)  # batch root -> leaf indices
+    # Hash of block next_block - 1 when the checkpoint was written: if the chain no longer has that
+    # block (a restarted devnet, a reorg deeper than the confirmations), the checkpoint is void.
+    last_block_hash: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "registry": self.registry, "next_block": self.next_block,
                            "batches": {root: asdict(b) for root, b in self.batches.items()},
-                           "admitted": self.admitted, "revoked_leaves": self.revoked_leaves}, indent=1, sort_keys=True) + "\n"
+                           "admitted": self.admitted, "revoked_leaves": self.revoked_leaves,
+                           "last_block_hash": self.last_block_hash}, indent=1, sort_keys=True) + "\n"
 
     def admitted_node_ids(self) -> set[int]:
         return {int(n) for n in self.admitted}
@@ -87,7 +91,7 @@ class SyncState:
                 )
             state = cls(data["registry"], int(data["next_block"]), {r: BatchRecord(**b) for r, b in data["batches"].items()},
                         {str(k): str(v) for k, v in data["admitted"].items()},
-                        {str(k): [int(i) for i in v] for k, v in data["revoked_leaves"].items()})
+                        {str(k): [int(i) for i in v] for k, v in data["revoked_leaves"].items()}, data["last_block_hash"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DsoError(f"sync checkpoint {path} is corrupt ({exc}); delete it to resync from the deploy block") from exc
         if state.registry.lower() != registry.lower():
@@ -159,6 +163,12 @@ def sync(
     path = state_path or dso_home() / "sync.json"
     state = SyncState.load(path, registry.address, deploy_block)
     from_block = state.next_block
+    if state.last_block_hash is not None and registry.block_hash(from_block - 1) != state.last_block_hash:
+        raise DsoError(
+            f"the chain no longer has block {from_block - 1} as the sync checkpoint {path} saw it "
+            "(a restarted devnet, or a reorg deeper than --confirmations): the library may hold batches the chain "
+            "does not; delete the checkpoint and the library and sync again"
+        )
     page = registry.events(from_block, confirmations=confirmations)
     apply_events(state, page.events)
 
@@ -195,6 +205,8 @@ def sync(
     revoked_experiences = sum(library.remove_report(bytes.fromhex(root), i) for root, leaves in state.revoked_leaves.items() for i in leaves)
     summary = library.aggregate(state.admitted_node_ids(), policy)
     state.next_block = page.next_block
+    if page.to_block >= 0:
+        state.last_block_hash = registry.block_hash(page.to_block)
     atomic_write_text(path, state.to_json())
     return SyncReport(from_block, page.to_block, loaded, to_drop, invalid, unavailable, added, revoked_experiences, summary,
                       round(time.monotonic() - started, 3))
