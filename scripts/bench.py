@@ -22,6 +22,7 @@ BENCHMARKS = {
     "retrieval": "dso.bench.retrieval",
     "store": "dso.bench.store",
     "crossmodel": "dso.bench.crossmodel",
+    "byzantine": "dso.bench.byzantine",
 }
 
 
