@@ -48,9 +48,10 @@ def validate_text(text: Any) -> str:
     if not isinstance(text, str):
         raise ExperienceError(f"text must be a string, got {type(text).__name__}")
     normalized = normalize_text(text)
-    if not normalized:
-        raise ExperienceError("text is empty")
-    size = len(normalized.encode("utf-8"))
+    if not any(not c.isspace() and unicodedata.category(c) != "Cf" for c in normalized):
+        raise ExperienceError("text is empty (nothing but whitespace or invisible format characters)")
+    # surrogatepass: a lone surrogate has no UTF-8 encoding; it is refused just below, by name.
+    size = len(normalized.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise ExperienceError(f"text is {size} bytes in UTF-8; the limit is {MAX_TEXT_BYTES}")
     bad = sorted({c for c in normalized if c not in "\n\t" and unicodedata.category(c) in _FORBIDDEN_CHARS})
@@ -97,6 +98,9 @@ def validate_metadata(metadata: Any) -> dict[str, Any]:
     for key, value in metadata.items():
         if not isinstance(key, str) or not key or len(key) > MAX_ID_CHARS:
             raise ExperienceError(f"metadata key {key!r} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+        for what, string in (("key", key), ("value", value)):
+            if isinstance(string, str) and any(unicodedata.category(c) == "Cs" for c in string):
+                raise ExperienceError(f"metadata {what} {string!r} contains a lone surrogate, which has no UTF-8 encoding")
         if isinstance(value, str):
             clean[key] = unicodedata.normalize("NFC", value)
         elif isinstance(value, (bool, int)) and (isinstance(value, bool) or -(2**63) <= value < 2**64):
@@ -112,15 +116,17 @@ def check_embedding(vector: Any, dim: int) -> np.ndarray:
     """An embedding as float32 of exactly `dim` finite values, or a clear error (NaN, inf, shape)."""
     try:
         array = np.asarray(vector, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ExperienceError(f"embedding is not a list of numbers: {exc}") from exc
     if array.shape != (dim,):
         raise ExperienceError(f"embedding has shape {array.shape}; the model produces ({dim},)")
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32)  # checked after the cast: 1e39 is finite only in float64
     if not np.all(np.isfinite(array)):
-        raise ExperienceError("embedding contains NaN or infinite values")
+        raise ExperienceError("embedding contains NaN or infinite values (or values beyond float32)")
     if not np.any(array):
         raise ExperienceError("embedding is all zeros")
-    return array.astype(np.float32)
+    return array
 
 
 @dataclass(frozen=True)
