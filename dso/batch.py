@@ -132,8 +132,10 @@ def parse_document(data: bytes) -> BatchDocument:
     if not isinstance(leaves, list) or not all(isinstance(x, bytes) for x in leaves) or not leaves:
         raise BatchError("leaves must be a non-empty list of byte strings")
     for name in ("dim", "ts", "count"):
-        if isinstance(body[name], bool) or not isinstance(body[name], int) or body[name] < 0:
-            raise BatchError(f"{name} must be a non-negative integer")
+        # Below 2**63 like an experience's time: a CBOR bignum here would pass every check (the
+        # time is bound by the CID only) and then overflow whatever formats it as a date.
+        if isinstance(body[name], bool) or not isinstance(body[name], int) or not 0 <= body[name] < 2**63:
+            raise BatchError(f"{name} must be a non-negative integer below 2**63")
     for name, size in (("baseline", 32), ("node", 20), ("root", 32)):
         if not isinstance(body[name], bytes) or len(body[name]) != size:
             raise BatchError(f"{name} must be {size} bytes")
