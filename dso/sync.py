@@ -121,7 +121,7 @@ def apply_events(state: SyncState, events: list) -> None:
         args = event.args
         if event.name == "BatchSubmitted":
             root = args["root"].hex()
-            state.batches.setdefault(root, BatchRecord(cid_from_bytes(args["cid"]), int(args["count"]), args["schema"].hex(), int(args["nodeId"])))
+            state.batches.setdefault(root, BatchRecord(_cid_text(args["cid"]), int(args["count"]), args["schema"].hex(), int(args["nodeId"])))
         elif event.name == "BatchFinalized" and args["root"].hex() in state.batches:
             state.batches[args["root"].hex()].status = "accepted" if Status(args["status"]) == Status.ACCEPTED else "rejected"
         elif event.name == "BatchRevoked" and args["root"].hex() in state.batches:
@@ -136,8 +136,23 @@ def apply_events(state: SyncState, events: list) -> None:
             state.admitted.pop(str(int(args["nodeId"])), None)
 
 
+UNPARSEABLE = "unparseable:"
+
+
+def _cid_text(raw: bytes) -> str:
+    """The CID a node committed, as text; one the contract took but no client can parse (it only
+    checks non-emptiness) is kept as hex so that its batch is refused when it would be loaded,
+    instead of stopping every sync at the event."""
+    try:
+        return cid_from_bytes(raw)
+    except InvalidCid:
+        return UNPARSEABLE + bytes(raw).hex()
+
+
 def fetch_and_verify(store: ContentStore, root: str, record: BatchRecord) -> BatchDocument:
     """Fetch a batch by CID and check it against the chain's root, count and schema."""
+    if record.cid.startswith(UNPARSEABLE):
+        cid_from_bytes(bytes.fromhex(record.cid[len(UNPARSEABLE):]))  # raises InvalidCid with the reason
     data = store.get(record.cid)
     return verify_document(data, bytes.fromhex(root), record.count, bytes.fromhex(record.schema))
 

@@ -721,9 +721,6 @@ def test_a_batch_of_a_model_the_client_cannot_read_neither_stops_sync_nor_enters
     assert all(library.get(e.experience_id) is None for e in foreign)
 
 
-@pytest.mark.xfail(strict=True, reason="dso/sync.py apply_events parses every BatchSubmitted CID with cid_from_bytes outside any "
-                   "try: one batch committed with a malformed CID (the contract only checks it is non-empty) makes every "
-                   "later sync raise InvalidCid, so no client can sync at all. Owner of dso/sync.py to fix.")
 def test_a_batch_committed_with_a_malformed_cid_is_refused_and_does_not_stop_sync(sync_world, embedder):
     from dso.sync import sync
 
