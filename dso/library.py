@@ -288,11 +288,19 @@ class Library:
         result = aggregate(reports, admitted, policy)
         now = int(time.time())
         rows = []
+        consensus_baseline = self._consensus_baseline()
+        own_codec = self._own_codec() if consensus_baseline is not None else None
+        vector_of = {r.experience_id: r.vector for r in reports}
         for cluster in result.clusters:
-            medoid = published[cluster.experience_id]
-            experience, baseline = medoid
+            experience, baseline = published[cluster.experience_id]
             if cluster.code is not None:
-                codec, code, baseline = BITDELTA, cluster.code, self._consensus_baseline()
+                codec, code, baseline = BITDELTA, cluster.code, consensus_baseline
+            elif own_codec is not None:
+                # No code in this library's space voted (another model, codec or baseline, which
+                # this client may not even be able to decode): code the medoid text's local
+                # embedding instead, so that every entry is searchable.
+                codec, baseline = BITDELTA, consensus_baseline
+                code = bytes(own_codec.encode(np.asarray(vector_of[cluster.experience_id], dtype=np.float32)[None, :])[0])
             else:
                 codec, code = experience.codec, experience.code
             rows.append((cluster.experience_id, int(cluster.accepted), experience.canonical_bytes(), cluster.text, cluster.domain,
@@ -344,6 +352,11 @@ class Library:
             return bytes.fromhex(baseline_id(load_baseline(self.embedder.model_id)))
         except DsoError:
             return None
+
+    def _own_codec(self) -> Any:
+        from dso.codec import get_codec
+
+        return get_codec(BITDELTA, self.embedder.dim, model_id=self.embedder.model_id)
 
     def _model_name(self) -> str:
         from dso.codec import model_file_stem

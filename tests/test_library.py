@@ -208,3 +208,16 @@ def test_newer_schema_is_refused(tmp_path, embedder):
 def test_k_must_be_positive(library):
     with pytest.raises(LibraryError):
         library.search("x", k=0)
+
+
+def test_lessons_published_with_another_model_are_searchable_once_accepted(library, embedder, baseline):
+    """Codes of a model and baseline this client cannot decode take no part in the vote; the entry
+    is coded from the medoid text's local embedding, so search works across models."""
+    text = "When a recipe is scaled up, multiply every ingredient by the same factor."
+    foreign_baseline = bytes([7]) * 32
+    for n in (1, 2, 3):
+        experience = Experience.create(text, "cooking", 0.9, "text-embedding-3-small", "bitdelta-1", bytes([n]) * 194, bytes([n]) * 20, 1)
+        library.add_reports([experience], foreign_baseline, Source(root(n), n))
+    assert library.aggregate({1, 2, 3}).accepted == 1
+    [hit] = library.search("How do I double a recipe?", k=1)
+    assert hit.experience.text == text and hit.support == 3 and hit.experience.model == "text-embedding-3-small"
