@@ -8,6 +8,11 @@ pragma solidity 0.8.30;
 /// accepted batch are DAO proposals decided by the same rule. No key can bypass a vote: the deployer
 /// only seeds the first members and nodes.
 ///
+/// A single experience of an accepted batch can be challenged on its own: a member proves with an
+/// RFC 9162 inclusion proof (sha256, 0x00 leaf and 0x01 node prefixes, checked here with the sha256
+/// precompile) that the experience is leaf `i` of the batch, and the DAO votes on revoking just that
+/// leaf. The proof is checked against the batch's on-chain leaf count, never a caller-supplied size.
+///
 /// Decision rule (one rule for batches and proposals):
 ///   accepted  <=>  yes + no >= quorum  AND  3 * yes >= 2 * (yes + no)
 /// where quorum = ceil(electorate * quorumBps / 10_000), at least 1, and the electorate is the
@@ -42,7 +47,8 @@ contract ExperienceRegistry {
         RemoveMember,
         AdmitNode,
         RemoveNode,
-        RevokeBatch
+        RevokeBatch,
+        RevokeExperience
     }
 
     /// @dev Voting state of a batch or proposal, packed into one slot so that a vote reads and
@@ -74,10 +80,13 @@ contract ExperienceRegistry {
         bool active;
     }
 
-    /// @dev What a governance proposal acts on: an account (members, nodes) or a batch root.
+    /// @dev What a governance proposal acts on: an account (members, nodes), a batch root, or a
+    /// batch root and one of its leaves. `leafIndex` shares the first slot with `kind` and
+    /// `account`, so other proposals pay nothing for it.
     struct Action {
         ProposalKind kind;
         address account;
+        uint32 leafIndex;
         bytes32 batch;
     }
 
@@ -100,11 +109,14 @@ contract ExperienceRegistry {
     }
 
     /// @notice A governance proposal as returned by `proposal` and `proposalsPage`.
+    /// `leafIndex` and `leafHash` are set for RevokeExperience proposals only (zero otherwise).
     struct ProposalView {
         uint64 id;
         ProposalKind kind;
         address account;
         bytes32 batch;
+        uint32 leafIndex;
+        bytes32 leafHash;
         TallyView tally;
     }
 
@@ -122,6 +134,9 @@ contract ExperienceRegistry {
 
     /// @dev secp256k1n / 2: signatures with a larger s are malleable twins and are refused.
     uint256 private constant _HALF_CURVE_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+
+    /// @dev Longest audit path of a tree with at most 2^32 - 1 leaves (batch counts are uint32).
+    uint256 private constant _MAX_PROOF_LENGTH = 32;
 
     uint256 private constant _INLINE_SEATS = 64;
     uint256 private constant _MAX_PAGE = 200;
@@ -164,6 +179,10 @@ contract ExperienceRegistry {
     mapping(uint256 => Tally) private _proposals;
     mapping(uint256 => mapping(uint256 => uint256)) private _proposalOverflowVoters;
     mapping(uint256 => Action) private _actions;
+    /// @dev Leaf hash of each RevokeExperience proposal (other proposals never write here).
+    mapping(uint256 => bytes32) private _challengedLeafHash;
+    /// @dev Revoked experiences: batch root => word (leaf index / 256) => bit (leaf index % 256).
+    mapping(bytes32 => mapping(uint256 => uint256)) private _revokedLeaves;
 
     /// @notice Next EIP-712 nonce of each node address.
     mapping(address => uint256) public nonces;
@@ -210,6 +229,16 @@ contract ExperienceRegistry {
     /// @notice An accepted batch was revoked by proposal `proposalId`; clients drop its experiences.
     event BatchRevoked(bytes32 indexed root, uint64 indexed proposalId);
 
+    /// @notice Proposal `proposalId` (also announced by `ProposalCreated`, kind RevokeExperience,
+    /// `batch` = `root`) challenges leaf `leafIndex` of batch `root`, whose proven leaf hash is
+    /// `leafHash` = sha256(0x00 || leaf). Voters find the experience at that index of the batch
+    /// document and check its hash.
+    event ExperienceRevocationProposed(uint64 indexed proposalId, bytes32 indexed root, uint32 leafIndex, bytes32 leafHash);
+
+    /// @notice Leaf `leafIndex` of batch `root` (leaf hash `leafHash` = sha256(0x00 || leaf)) was
+    /// revoked by proposal `proposalId`; clients drop that experience, and keep the batch's others.
+    event ExperienceRevoked(bytes32 indexed root, uint32 leafIndex, bytes32 leafHash, uint64 indexed proposalId);
+
     /// @notice Membership changed; `clock` is the new membership clock value.
     event MemberAdded(address indexed member, uint32 seat, uint32 clock);
     /// @notice Membership changed; `clock` is the new membership clock value.
@@ -250,6 +279,9 @@ contract ExperienceRegistry {
     error BatchIsNotAccepted(bytes32 root, Status status);
     error PageTooLarge(uint256 limit, uint256 maxLimit);
     error TooManySeats();
+    error LeafIndexOutOfRange(uint32 leafIndex, uint32 count);
+    error InvalidInclusionProof();
+    error ExperienceAlreadyRevoked(bytes32 root, uint32 leafIndex);
 
     // ------------------------------------------------------------------ construction
 
@@ -397,6 +429,40 @@ contract ExperienceRegistry {
         return _propose(ProposalKind.RevokeBatch, address(0), root);
     }
 
+    /// @notice Proposes revoking one experience of accepted batch `root`: the leaf at `leafIndex`,
+    /// proven by an RFC 9162 inclusion proof (clients drop that experience on sync and keep the
+    /// rest of the batch). Caller must be a member.
+    /// @dev The proof is verified against the batch's on-chain count as the tree size: an audit
+    /// path can fit more than one tree size (leaf 2 of a 3-leaf tree proves as leaf 1 of a 2-leaf
+    /// tree), so a caller-chosen size would let a proof name the wrong index. The loop is bounded:
+    /// a path longer than 32 levels cannot fit a uint32 count and is refused.
+    /// The name is chosen for its selector (0xf93eb816), which sorts after every vote, submit and
+    /// finalize selector: the dispatcher compares selectors in ascending order, and each function
+    /// placed before a hot one would add 22 gas to every call of it.
+    /// @param root The batch's Merkle root.
+    /// @param leafIndex 0-based position of the experience in the batch (< the batch's count).
+    /// @param leaf The experience's canonical bytes (the Merkle leaf's data).
+    /// @param proof Audit path of sibling hashes, bottom-up, exactly as long as (leafIndex, count)
+    /// requires (dso.merkle.prove_inclusion's `path`).
+    /// @return proposalId Id to vote and finalize on.
+    function proposeRevokeLeaf(bytes32 root, uint32 leafIndex, bytes calldata leaf, bytes32[] calldata proof)
+        external
+        returns (uint64 proposalId)
+    {
+        Tally storage tally = _batches[root];
+        Status status = tally.status;
+        if (status != Status.Accepted) revert BatchIsNotAccepted(root, status);
+        uint32 count = tally.count;
+        if (leafIndex >= count) revert LeafIndexOutOfRange(leafIndex, count);
+        if (_isRevokedLeaf(root, leafIndex)) revert ExperienceAlreadyRevoked(root, leafIndex);
+        bytes32 leafHash = sha256(abi.encodePacked(bytes1(0x00), leaf));
+        if (_inclusionRoot(leafHash, leafIndex, count, proof) != root) revert InvalidInclusionProof();
+        proposalId = _propose(ProposalKind.RevokeExperience, address(0), root);
+        _actions[proposalId].leafIndex = leafIndex;
+        _challengedLeafHash[proposalId] = leafHash;
+        emit ExperienceRevocationProposed(proposalId, root, leafIndex, leafHash);
+    }
+
     /// @notice Casts the caller's vote on proposal `proposalId`; same rules as `voteOnBatch`.
     function voteOnProposal(uint64 proposalId, bool support) external {
         Tally memory tally = _proposals[proposalId];
@@ -461,6 +527,14 @@ contract ExperienceRegistry {
     /// @notice Proposal `proposalId` (tally status None if unknown).
     function proposal(uint64 proposalId) external view returns (ProposalView memory) {
         return _proposalView(proposalId);
+    }
+
+    /// @notice Whether leaf `leafIndex` of batch `root` was revoked by a RevokeExperience proposal.
+    /// @dev Clients drop a revoked experience; a revoked batch (`batch(root)` status Revoked) drops
+    /// all of its experiences whatever this returns. Named, like `proposeRevokeLeaf`, for a selector
+    /// (0xff446b89) that sorts after the hot functions'.
+    function isRevokedLeaf(bytes32 root, uint32 leafIndex) external view returns (bool) {
+        return _isRevokedLeaf(root, leafIndex);
     }
 
     /// @notice Whether `voter` has voted on batch `root`.
@@ -535,7 +609,11 @@ contract ExperienceRegistry {
         if (!_isMember(msg.sender)) revert CallerIsNotAMember(msg.sender);
         proposalId = proposalCount++;
         (uint32 snapshot, uint40 deadline) = _open(_proposals[proposalId]);
-        _actions[proposalId] = Action(kind, account, target);
+        Action storage action = _actions[proposalId];
+        action.kind = kind;
+        action.account = account;
+        // Member and node proposals have no target: skipping the zero write saves a cold SSTORE.
+        if (target != bytes32(0)) action.batch = target;
         emit ProposalCreated(proposalId, kind, msg.sender, account, target, snapshot, deadline);
     }
 
@@ -625,13 +703,17 @@ contract ExperienceRegistry {
     // ------------------------------------------------------------------ internals: state changes
 
     /// @dev Runs an accepted proposal's action; false if its target had already changed.
+    /// Reads the action's fields from storage one by one: member and node proposals never load the
+    /// `batch` slot.
     function _execute(uint64 proposalId) private returns (bool) {
-        Action memory action = _actions[proposalId];
-        if (action.kind == ProposalKind.AddMember) return _addMember(action.account);
-        if (action.kind == ProposalKind.RemoveMember) return _removeMember(action.account);
-        if (action.kind == ProposalKind.AdmitNode) return _admitNode(action.account);
-        if (action.kind == ProposalKind.RemoveNode) return _removeNode(action.account);
-        return _revokeBatch(action.batch, proposalId);
+        Action storage action = _actions[proposalId];
+        ProposalKind kind = action.kind;
+        if (kind == ProposalKind.AddMember) return _addMember(action.account);
+        if (kind == ProposalKind.RemoveMember) return _removeMember(action.account);
+        if (kind == ProposalKind.AdmitNode) return _admitNode(action.account);
+        if (kind == ProposalKind.RemoveNode) return _removeNode(action.account);
+        if (kind == ProposalKind.RevokeBatch) return _revokeBatch(action.batch, proposalId);
+        return _revokeLeaf(action.batch, action.leafIndex, proposalId);
     }
 
     function _addMember(address account) private returns (bool) {
@@ -687,11 +769,26 @@ contract ExperienceRegistry {
         return true;
     }
 
+    /// @dev False if the leaf was already revoked (e.g. by a concurrent proposal). Applies even if
+    /// the whole batch was revoked meanwhile: the record stays true and costs one bit.
+    function _revokeLeaf(bytes32 root, uint32 leafIndex, uint64 proposalId) private returns (bool) {
+        uint256 word = _revokedLeaves[root][leafIndex >> 8];
+        uint256 bit = 1 << (leafIndex & 0xff);
+        if (word & bit != 0) return false;
+        _revokedLeaves[root][leafIndex >> 8] = word | bit;
+        emit ExperienceRevoked(root, leafIndex, _challengedLeafHash[proposalId], proposalId);
+        return true;
+    }
+
     // ------------------------------------------------------------------ internals: reads
 
     function _isMember(address account) private view returns (bool) {
         Member memory m = _members[account];
         return m.joinedAt != 0 && m.leftAt == 0;
+    }
+
+    function _isRevokedLeaf(bytes32 root, uint32 leafIndex) private view returns (bool) {
+        return _revokedLeaves[root][leafIndex >> 8] & (1 << (leafIndex & 0xff)) != 0;
     }
 
     function _activeNodeId(address account) private view returns (uint32) {
@@ -722,6 +819,8 @@ contract ExperienceRegistry {
             kind: action.kind,
             account: action.account,
             batch: action.batch,
+            leafIndex: action.leafIndex,
+            leafHash: _challengedLeafHash[proposalId],
             tally: _tallyView(_proposals[proposalId])
         });
     }
@@ -731,6 +830,51 @@ contract ExperienceRegistry {
         if (offset >= total) return 0;
         uint256 available = total - offset;
         return available < limit ? available : limit;
+    }
+
+    // ------------------------------------------------------------------ internals: inclusion proofs
+
+    /// @dev The root implied by an RFC 9162 inclusion proof (section 2.1.3.2) of the leaf with
+    /// hash `leafHash` at `index` in a tree of `size` leaves, or zero if the proof's length does
+    /// not fit (index, size); same algorithm as dso.merkle.compute_root. Nodes are
+    /// sha256(0x01 || left || right). Requires index < size.
+    function _inclusionRoot(bytes32 leafHash, uint256 index, uint256 size, bytes32[] calldata proof)
+        private
+        view
+        returns (bytes32 r)
+    {
+        if (proof.length > _MAX_PROOF_LENGTH) return bytes32(0);
+        uint256 fn = index;
+        uint256 sn = size - 1;
+        r = leafHash;
+        for (uint256 i = 0; i < proof.length; ++i) {
+            if (sn == 0) return bytes32(0); // path longer than the tree allows
+            if (fn & 1 == 1 || fn == sn) {
+                r = _nodeHash(proof[i], r);
+                while (fn & 1 == 0 && fn != 0) {
+                    fn >>= 1;
+                    sn >>= 1;
+                }
+            } else {
+                r = _nodeHash(r, proof[i]);
+            }
+            fn >>= 1;
+            sn >>= 1;
+        }
+        if (sn != 0) return bytes32(0); // path shorter than the tree requires
+    }
+
+    /// @dev sha256(0x01 || left || right) through the sha256 precompile (address 2), hashed from
+    /// unallocated memory; `sha256(abi.encodePacked(...))` allocates per level and cost ~450 gas more.
+    function _nodeHash(bytes32 left, bytes32 right) private view returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore8(ptr, 0x01)
+            mstore(add(ptr, 1), left)
+            mstore(add(ptr, 33), right)
+            if iszero(staticcall(gas(), 0x02, ptr, 65, 0x00, 0x20)) { revert(0, 0) }
+            h := mload(0x00)
+        }
     }
 
     // ------------------------------------------------------------------ internals: signatures

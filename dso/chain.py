@@ -56,6 +56,7 @@ class ProposalKind(enum.IntEnum):
     ADMIT_NODE = 3
     REMOVE_NODE = 4
     REVOKE_BATCH = 5
+    REVOKE_EXPERIENCE = 6
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,16 @@ class BatchInfo:
 
 @dataclass(frozen=True)
 class ProposalInfo:
-    """A governance proposal and its voting state."""
+    """A governance proposal and its voting state; `leaf_index`/`leaf_hash` name the challenged
+    experience of a REVOKE_EXPERIENCE proposal (zero otherwise)."""
 
     proposal_id: int
     kind: ProposalKind
     account: str
     batch: bytes
     tally: Tally
+    leaf_index: int = 0
+    leaf_hash: bytes = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -387,6 +391,16 @@ class Registry:
         """Propose revoking accepted batch `root`."""
         return self._propose(proposer, self.contract.functions.proposeRevokeBatch(_as_bytes32(root, "root")))
 
+    def propose_revoke_experience(
+        self, proposer: LocalAccount, root: bytes | str, leaf_index: int, leaf: bytes, proof: Sequence[bytes]
+    ) -> ProposalResult:
+        """Propose revoking one experience of accepted batch `root`: the leaf `leaf` at `leaf_index`,
+        proven by `proof` (the audit path of `dso.merkle.prove_inclusion(leaves, leaf_index).path`).
+        The contract checks the proof against the batch's on-chain count."""
+        path = [_as_bytes32(h, "proof entry") for h in proof]
+        call = self.contract.functions.proposeRevokeLeaf(_as_bytes32(root, "root"), leaf_index, bytes(leaf), path)
+        return self._propose(proposer, call)
+
     def vote_on_proposal(self, member: LocalAccount, proposal_id: int, support: bool) -> TxResult:
         """Cast `member`'s vote on proposal `proposal_id`."""
         return _tx_result(self._transact(member, self.contract.functions.voteOnProposal(proposal_id, support)))
@@ -450,6 +464,11 @@ class Registry:
         """(node id, active) of `account`; id 0 if never admitted."""
         node_id, active = self._call(self.contract.functions.node(to_checksum_address(account)))
         return int(node_id), bool(active)
+
+    def is_experience_revoked(self, root: bytes | str, leaf_index: int) -> bool:
+        """Whether leaf `leaf_index` of batch `root` was revoked on its own (a revoked batch drops
+        all its experiences whatever this says)."""
+        return bool(self._call(self.contract.functions.isRevokedLeaf(_as_bytes32(root, "root"), leaf_index)))
 
     def has_voted_on_batch(self, root: bytes | str, voter: str) -> bool:
         """Whether `voter` has voted on batch `root`."""
@@ -611,8 +630,8 @@ def _batch_info(raw: Sequence[Any]) -> BatchInfo:
 
 
 def _proposal_info(raw: Sequence[Any]) -> ProposalInfo:
-    proposal_id, kind, account, batch, tally = raw
-    return ProposalInfo(int(proposal_id), ProposalKind(kind), account, bytes(batch), _tally(tally))
+    proposal_id, kind, account, batch, leaf_index, leaf_hash, tally = raw
+    return ProposalInfo(int(proposal_id), ProposalKind(kind), account, bytes(batch), _tally(tally), int(leaf_index), bytes(leaf_hash))
 
 
 def _plain_arg(value: Any) -> Any:

@@ -384,6 +384,46 @@ for _name, _kind, _help in (
     dao.command(_name)(wallet_options(click.argument("target")(_command)))
 
 
+def fetch_verified_document(registry: Registry, root: bytes):
+    """The batch document of `root`, fetched by the CID its BatchSubmitted event committed and
+    checked against the chain's root, count and schema."""
+    from dso.batch import verify_document
+    from dso.ipfs import cid_from_bytes
+
+    submitted = [e for e in registry.events(load_config().deploy_block).events if e.name == "BatchSubmitted" and e.args["root"] == root]
+    if not submitted:
+        raise DsoError(f"no BatchSubmitted event for {root.hex()}")
+    args = submitted[0].args
+    return verify_document(open_store().get(cid_from_bytes(args["cid"])), root, args["count"], args["schema"])
+
+
+@dao.command("revoke-experience")
+@click.argument("batch")
+@click.argument("index", type=int)
+@wallet_options
+def dao_revoke_experience(batch: str, index: int, wallet_name: str, password_env: str | None) -> None:
+    """Propose revoking experience INDEX (0-based, as `dso show` numbers them) of accepted batch
+    BATCH (root or prefix): the batch document is fetched and verified, the experience shown, and
+    its Merkle inclusion proof checked by the contract."""
+    from dso.merkle import prove_inclusion
+
+    registry = open_registry()
+    root = resolve_root(registry, batch)
+    document = fetch_verified_document(registry, root)
+    count = len(document.experiences)
+    if not 0 <= index < count:
+        raise DsoError(f"batch {root.hex()[:16]} holds experiences 0..{count - 1}; there is no experience {index}")
+    experience, leaf = document.experiences[index], document.leaves[index]
+    console.print(f"experience {index} of batch {root.hex()[:16]} ({experience.domain}, confidence {experience.confidence:.2f}):")
+    console.print(f"  {experience.text}", highlight=False)
+    proof = prove_inclusion(document.leaves, index)
+    result = registry.propose_revoke_experience(unlock_wallet(wallet_name, password_env), root, index, leaf, proof.path)
+    console.print(
+        f"proposal {result.proposal_id} created (revoke-experience {root.hex()[:16]} #{index}, {len(proof.path)}-hash proof, "
+        f"gas {result.tx.gas_used:,}); vote with `dso dao vote {result.proposal_id} --approve`"
+    )
+
+
 @dao.command("vote")
 @click.argument("proposal_id", type=int)
 @click.option("--approve/--reject", required=True)
@@ -414,7 +454,7 @@ def dao_proposals() -> None:
         table.add_column(column)
     for offset in range(0, registry.proposal_count(), 200):
         for p in registry.proposals(offset, 200):
-            target = p.account if p.kind != p.kind.REVOKE_BATCH else p.batch.hex()[:16]
+            target = {p.kind.REVOKE_BATCH: p.batch.hex()[:16], p.kind.REVOKE_EXPERIENCE: f"{p.batch.hex()[:16]} #{p.leaf_index}"}.get(p.kind, p.account)
             table.add_row(str(p.proposal_id), p.kind.name.lower(), target, p.tally.status.name.lower(), str(p.tally.yes), str(p.tally.no), str(p.tally.electorate))
     console.print(table)
 

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from dso.cli import cli
-from dso.config import NetworkConfig, save_config
+from dso.chain import Registry
+from dso.config import NetworkConfig, load_config, save_config
 from dso.datasets import gsm8k_insights
 from dso.node import insights_to_jsonl
 from dso.wallet import create_dev_wallets
@@ -83,3 +84,27 @@ def test_user_errors_are_one_line_without_traceback(home):
     assert "matches 0 batches" in str(wrong.exception)
     nobody = runner.invoke(cli, ["vote", "ffff", "--approve", "--wallet", "ghost", "--password-env", "DSO_DEV_PASSWORD"])
     assert nobody.exit_code != 0
+
+
+def test_revoke_one_experience_through_the_cli(home):
+    insights = gsm8k_insights(5, offset=80)
+    jsonl = home / "batch.jsonl"
+    jsonl.write_text(insights_to_jsonl(insights))
+    root = run("submit", str(jsonl), *signer("node1")).split("committed batch ")[1].split()[0]
+    for member in ("member1", "member2"):
+        run("vote", root[:12], "--approve", *signer(member))
+    run("finalize", root[:12], *signer("deployer"))
+    out = run("dao", "revoke-experience", root[:12], "3", *signer("member1"))
+    flat = " ".join(out.split())  # rich wraps long lines
+    assert any(" ".join(i.text.split()) in flat for i in insights)  # the challenged experience is shown
+    assert "3-hash proof" in flat  # leaf 3 of 5
+    proposal = flat.split("proposal ")[1].split()[0]
+    for member in ("member1", "member2"):
+        run("dao", "vote", proposal, "--approve", *signer(member))
+    assert "applied: True" in run("dao", "finalize", proposal, *signer("deployer"))
+    listed = run("dao", "proposals")
+    assert "#3" in listed and root[:16] in listed
+    registry = Registry.at(load_config().rpc_url, load_config().registry)
+    assert [registry.is_experience_revoked(root, i) for i in range(5)] == [False, False, False, True, False]
+    wrong = CliRunner().invoke(cli, ["dao", "revoke-experience", root[:12], "5", *signer("member1")])
+    assert "there is no experience 5" in str(wrong.exception)

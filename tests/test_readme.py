@@ -52,6 +52,9 @@ def test_readme_figures_in_prose_match_results():
     gas = json.loads((ROOT / "bench" / "results" / "gas.json").read_text())["gas"]
     first_overflow = gas["voteOnBatch (seat >= 64, first in its word)"]
     assert f"({first_overflow / 1000:.1f}k)" in README
+    [small] = [g for name, g in gas.items() if name.startswith("proposeRevokeLeaf (16 leaves")]
+    [largest] = [g for name, g in gas.items() if name.startswith("proposeRevokeLeaf (65,536 leaves")]
+    assert f"costs {small / 1000:.1f}k gas in a 16-leaf batch and {largest / 1000:.1f}k in the largest batch" in README
 
 
 def test_ci_runs_the_readme_test_command():

@@ -13,6 +13,7 @@ from web3 import Web3
 
 from dso.chain import ProposalKind, Registry, SignedSubmission, Status
 from dso.errors import ContractRevert
+from dso.merkle import InclusionProof, compute_root, leaf_hash, merkle_root, node_hash, prove_inclusion
 
 from conftest import CID, SCHEMA, VOTING_PERIOD, Dao, advance_time, deploy_dao, funded_account, root_of
 
@@ -495,3 +496,161 @@ def test_events_respect_confirmations(dao, w3):
     submit(dao, "c")
     assert reg.events(start, confirmations=1).events == []
     assert len(reg.events(start).events) == 1
+
+
+# ---------------------------------------------------------------- leaf challenges (one experience)
+
+
+def leaves_of(n: int, label: str = "x") -> list[bytes]:
+    return [f"{label}: experience {i}".encode() for i in range(n)]
+
+
+def accepted_batch(dao: Dao, leaves: list[bytes], count: int | None = None) -> bytes:
+    """Commit a batch over `leaves` (declaring `count` leaves, default the true number) and accept it."""
+    root = dao.registry.submit_batch(dao.nodes[0], merkle_root(leaves), CID, count or len(leaves), SCHEMA).root
+    for member in dao.members[:2]:
+        dao.registry.vote_on_batch(member, root, True)
+    assert dao.registry.finalize_batch(dao.deployer, root).status == Status.ACCEPTED
+    return root
+
+
+def challenge(dao: Dao, root: bytes, index: int, leaf: bytes, path, proposer=None):
+    return dao.registry.propose_revoke_experience(proposer or dao.members[0], root, index, leaf, path)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 8, 13, 16, 33])
+def test_valid_inclusion_proof_opens_a_RevokeExperience_proposal(dao, n):
+    leaves = leaves_of(n, f"n{n}")
+    root = accepted_batch(dao, leaves)
+    reg = dao.registry
+    for index in sorted({0, n // 2, n - 1}):
+        proof = prove_inclusion(leaves, index)
+        result = challenge(dao, root, index, leaves[index], proof.path)
+        p = reg.proposal(result.proposal_id)
+        assert (p.kind, p.batch, p.leaf_index, p.leaf_hash) == (ProposalKind.REVOKE_EXPERIENCE, root, index, leaf_hash(leaves[index]))
+        assert p.tally.status == Status.PENDING
+        [created] = [e for e in reg.events(result.tx.block_number).events if e.name == "ExperienceRevocationProposed"]
+        assert created.args == {"proposalId": result.proposal_id, "root": root, "leafIndex": index, "leafHash": leaf_hash(leaves[index])}
+
+
+def flip(h: bytes) -> bytes:
+    return bytes([h[0] ^ 1]) + h[1:]
+
+
+@pytest.mark.parametrize("mutation", ["leaf", "index", "sibling", "truncated", "extended", "reordered", "too_long"])
+def test_tampered_proof_reverts_with_InvalidInclusionProof(dao, mutation):
+    leaves = leaves_of(11)
+    root = accepted_batch(dao, leaves)
+    index, proof = 6, list(prove_inclusion(leaves, 6).path)
+    leaf = leaves[index]
+    if mutation == "leaf":
+        leaf = leaves[index] + b" (edited)"
+    elif mutation == "index":
+        index = 7
+    elif mutation == "sibling":
+        proof[1] = flip(proof[1])
+    elif mutation == "truncated":
+        proof = proof[:-1]
+    elif mutation == "extended":
+        proof = proof + [bytes(32)]
+    elif mutation == "reordered":
+        proof = proof[::-1]
+    else:
+        proof = proof + [bytes(32)] * 40
+    with reverts("InvalidInclusionProof"):
+        challenge(dao, root, index, leaf, proof)
+
+
+def test_proof_for_another_tree_size_reverts_with_InvalidInclusionProof(dao):
+    """Leaf c of the 3-leaf tree (a, b, c) has a path that also proves it as leaf 1 of a 2-leaf
+    tree: the contract takes the tree size from the batch's count, so that index is refused."""
+    leaves = leaves_of(3, "abc")
+    root = accepted_batch(dao, leaves)
+    inner = node_hash(leaf_hash(leaves[0]), leaf_hash(leaves[1]))
+    off_size = InclusionProof(tree_size=2, leaf_index=1, leaf_hash=leaf_hash(leaves[2]), path=(inner,))
+    assert compute_root(off_size) == root  # valid RFC 9162 proof, for the wrong tree size
+    with reverts("InvalidInclusionProof"):
+        challenge(dao, root, 1, leaves[2], [inner])
+    challenge(dao, root, 2, leaves[2], [inner])  # the same path at the true index and size
+
+
+def test_proof_checked_against_the_on_chain_count_not_the_tree_it_came_from(dao):
+    """The 3-vs-4 case: a node declared 4 leaves for a 3-leaf tree. Leaf 2's 3-leaf proof does not
+    fit 4 leaves and is refused; leaf 0's path is the same for sizes 3 and 4, so it is accepted (the
+    inclusion is true at that index whatever the size)."""
+    leaves = leaves_of(3, "lying")
+    root = accepted_batch(dao, leaves, count=4)
+    assert compute_root(InclusionProof(4, 0, leaf_hash(leaves[0]), prove_inclusion(leaves, 0).path)) == root
+    with reverts("InvalidInclusionProof"):
+        challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path)
+    challenge(dao, root, 0, leaves[0], prove_inclusion(leaves, 0).path)
+
+
+def test_leaf_index_beyond_the_count_reverts_with_LeafIndexOutOfRange(dao):
+    leaves = leaves_of(4)
+    root = accepted_batch(dao, leaves)
+    for index in (4, 2**32 - 1):
+        with reverts("LeafIndexOutOfRange"):
+            challenge(dao, root, index, leaves[3], prove_inclusion(leaves, 3).path)
+    with pytest.raises(ContractRevert) as info:
+        challenge(dao, root, 7, leaves[3], [])
+    assert info.value.args_ == (7, 4)
+
+
+@pytest.mark.parametrize("state", ["unknown", "pending", "rejected", "revoked"])
+def test_challenge_of_a_batch_that_is_not_accepted_reverts_with_BatchIsNotAccepted(dao, w3, state):
+    reg, leaves = dao.registry, leaves_of(5, state)
+    if state == "revoked":
+        root = accepted_batch(dao, leaves)
+        pass_proposal(dao, reg.propose_revoke_batch(dao.members[0], root).proposal_id)
+    else:
+        root = merkle_root(leaves)
+        if state != "unknown":
+            reg.submit_batch(dao.nodes[0], root, CID, 5, SCHEMA)
+        if state == "rejected":
+            advance_time(w3, VOTING_PERIOD)
+            reg.finalize_batch(dao.deployer, root)
+    with reverts("BatchIsNotAccepted"):
+        challenge(dao, root, 1, leaves[1], prove_inclusion(leaves, 1).path)
+
+
+def test_challenge_by_non_member_reverts_with_CallerIsNotAMember(dao):
+    leaves = leaves_of(4)
+    root = accepted_batch(dao, leaves)
+    for outsider in (dao.outsiders[0], dao.nodes[0]):
+        with reverts("CallerIsNotAMember"):
+            challenge(dao, root, 1, leaves[1], prove_inclusion(leaves, 1).path, proposer=outsider)
+
+
+def test_revoking_one_experience_by_vote_keeps_the_rest_of_the_batch(dao):
+    reg = dao.registry
+    leaves = leaves_of(300, "big")  # indexes 255 and 256 sit in different bitmap words
+    root = accepted_batch(dao, leaves)
+    for index in (256, 3):
+        proposal = challenge(dao, root, index, leaves[index], prove_inclusion(leaves, index).path).proposal_id
+        assert not reg.is_experience_revoked(root, index)
+        result = pass_proposal(dao, proposal)
+        assert (result.status, result.applied) == (Status.ACCEPTED, True)
+        [revoked] = [e for e in reg.events(result.tx.block_number).events if e.name == "ExperienceRevoked"]
+        assert revoked.args == {"root": root, "leafIndex": index, "leafHash": leaf_hash(leaves[index]), "proposalId": proposal}
+    assert [i for i in range(300) if reg.is_experience_revoked(root, i)] == [3, 256]
+    assert reg.batch(root).tally.status == Status.ACCEPTED  # the batch itself stays in
+    with reverts("ExperienceAlreadyRevoked"):
+        challenge(dao, root, 3, leaves[3], prove_inclusion(leaves, 3).path)
+
+
+def test_rejected_challenge_revokes_nothing_and_a_duplicate_applies_once(dao):
+    reg, leaves = dao.registry, leaves_of(6)
+    root = accepted_batch(dao, leaves)
+    path = prove_inclusion(leaves, 2).path
+    rejected = challenge(dao, root, 2, leaves[2], path).proposal_id
+    first = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[1]).proposal_id
+    second = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[2]).proposal_id
+    for member in dao.members[:2]:
+        reg.vote_on_proposal(member, rejected, False)
+    assert reg.finalize_proposal(dao.deployer, rejected).status == Status.REJECTED
+    assert not reg.is_experience_revoked(root, 2)
+    assert pass_proposal(dao, first).applied
+    result = pass_proposal(dao, second)
+    assert (result.status, result.applied) == (Status.ACCEPTED, False)
+    assert [e.name for e in reg.events(result.tx.block_number).events] == ["ProposalFinalized"]  # no second ExperienceRevoked

@@ -16,8 +16,10 @@ from eth_account import Account
 from web3 import Web3
 
 from dso.chain import Registry, connect
+from dso.batch import MAX_LEAVES
 from dso.compile import EVM_VERSION, OPTIMIZER_RUNS, SOLC_VERSION
 from dso.devnet import anvil_executable, dev_accounts, free_port, start_anvil
+from dso.merkle import build_tree, prove_inclusion
 
 # Anchors measured on this machine (../shared/NOTES.md): whole-transaction gas.
 ANCHORS = {
@@ -30,6 +32,8 @@ ANCHORS = {
 BATCH_SIZES = (1, 16, 256)
 CID_BYTES = 36  # binary CIDv1, raw codec, sha2-256: what dso pins
 VOTES_TO_ACCEPT = 4  # of 5 members: 4 yes make acceptance certain, so finalize need not wait
+CHALLENGE_SIZES = (16, 256, MAX_LEAVES)  # audit paths of 4, 8 and 16 hashes; MAX_LEAVES is the largest batch
+LEAF_BYTES = 325  # mean canonical bitdelta-1 leaf with its text (bench/results/size.json)
 
 
 def _cid(label: str) -> bytes:
@@ -68,6 +72,28 @@ def measure(registry: Registry, w3: Web3, members: list, nodes: list, relayer) -
     for member in members[1:VOTES_TO_ACCEPT]:
         registry.vote_on_proposal(member, proposal.proposal_id, True)
     gas["finalizeProposal (accepted, adds a member)"] = registry.finalize_proposal(relayer, proposal.proposal_id).tx.gas_used
+    return gas
+
+
+def measure_challenges(registry: Registry, members: list, node, relayer) -> dict[str, int]:
+    """Leaf challenges: proposeRevokeLeaf of a batch's last leaf at each batch size (the
+    contract verifies the inclusion proof with the sha256 precompile), then the finalize that
+    revokes one experience."""
+    gas: dict[str, int] = {}
+    proposal = None
+    for n in CHALLENGE_SIZES:
+        leaves = [Web3.keccak(text=f"leaf {n}:{i}") * (LEAF_BYTES // 32) + bytes(LEAF_BYTES % 32) for i in range(n)]
+        tree = build_tree(leaves)
+        root = registry.submit_batch(node, bytes(tree.get_root()), _cid(f"challenge{n}"), n, bytes(32)).root
+        for member in members[:VOTES_TO_ACCEPT]:
+            registry.vote_on_batch(member, root, True)
+        registry.finalize_batch(relayer, root)
+        proof = prove_inclusion(leaves, n - 1, tree)
+        proposal = registry.propose_revoke_experience(members[0], root, n - 1, leaves[-1], proof.path)
+        gas[f"proposeRevokeLeaf ({n:,} leaves, {len(proof.path)}-hash proof, {LEAF_BYTES} B leaf)"] = proposal.tx.gas_used
+    for member in members[:VOTES_TO_ACCEPT]:
+        registry.vote_on_proposal(member, proposal.proposal_id, True)
+    gas["finalizeProposal (accepted, revokes an experience)"] = registry.finalize_proposal(relayer, proposal.proposal_id).tx.gas_used
     return gas
 
 
@@ -110,6 +136,7 @@ def run() -> dict[str, Any]:
             registry, deploy = Registry.deploy(w3, deployer, [m.address for m in members], [n.address for n in nodes])
             gas = {"deploy (5 members, 4 nodes)": deploy.gas_used}
             gas.update(measure(registry, w3, members, nodes, relayer))
+            gas.update(measure_challenges(registry, members, nodes[3], relayer))
             gas.update(measure_overflow_seats(w3, deployer, nodes[0]))
             # Submission cost does not depend on the batch size (count is one word): check it.
             sizes = {n: registry.submit_batch(nodes[2], _root(f"n{n}"), _cid(f"n{n}"), n, bytes(32)).tx.gas_used for n in BATCH_SIZES}

@@ -120,3 +120,27 @@ def test_deadline_without_quorum_rejects(chain, registry, members, submitted):
 
     assert finalized[0].status == REJECTED  # 1 vote < quorum of 2 once voting has closed
     assert registry.batch(root).tally.status == REJECTED
+
+
+def test_leaf_challenge_revokes_one_experience(registry, members, nodes, cid, schema):
+    from dso.merkle import leaf_hash, merkle_root, prove_inclusion
+
+    leaves = [b"experience a", b"experience b", b"experience c"]
+    root = merkle_root(leaves)
+    registry.submitBatch(root, cid, len(leaves), schema, sender=nodes[0])
+    registry.voteOnBatch(root, True, sender=members[0])
+    registry.voteOnBatch(root, True, sender=members[1])
+    registry.finalizeBatch(root, sender=members[0])
+    path = list(prove_inclusion(leaves, 1).path)
+
+    with ape.reverts(registry.InvalidInclusionProof):
+        registry.proposeRevokeLeaf(root, 1, b"experience z", path, sender=members[0])
+    receipt = registry.proposeRevokeLeaf(root, 1, leaves[1], path, sender=members[0])
+    [proposed] = receipt.events.filter(registry.ExperienceRevocationProposed)
+    assert (proposed.root, proposed.leafIndex, proposed.leafHash) == (root, 1, leaf_hash(leaves[1]))
+
+    registry.voteOnProposal(proposed.proposalId, True, sender=members[0])
+    registry.voteOnProposal(proposed.proposalId, True, sender=members[1])
+    [revoked] = registry.finalizeProposal(proposed.proposalId, sender=members[2]).events.filter(registry.ExperienceRevoked)
+    assert (revoked.root, revoked.leafIndex, revoked.proposalId) == (root, 1, proposed.proposalId)
+    assert [registry.isRevokedLeaf(root, i) for i in range(3)] == [False, True, False]
