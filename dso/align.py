@@ -29,17 +29,32 @@ an alignment serializes to a few hundred KB to ~1 MB (``to_bytes``) and is named
 WARNING: with fewer anchors than dimensions (n ≤ max(d_s, d_t)) the cross-covariance has rank
 < n, and the map is only determined on the anchors' span; directions outside it are arbitrary.
 Fitting is allowed (n ≥ 2), but use well over max(d_s, d_t) anchors (the benchmark uses 1,000).
+
+Using one (``dso align fit`` / ``dso query --query-model`` do the same from the command line)::
+
+    from dso.align import AlignedQueryEmbedder, anchor_sentences, fit_query_model
+    from dso.embed import load_embedder, load_query_model
+
+    e5 = load_query_model("e5-small")
+    alignment = fit_query_model(e5, load_embedder("minilm"), anchor_sentences(1_000)).alignment
+    queries = AlignedQueryEmbedder(e5, alignment, target_dim=library.embedder.dim)
+    hits = library.search(question, k=5, query_vector=queries.embed([question])[0])
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from dso.errors import AlignmentError
+
+if TYPE_CHECKING:
+    from dso.embed import Embedder
 
 FORMAT_MAGIC = b"DSOALGN"
 FORMAT_VERSION = 1
@@ -47,6 +62,8 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<7sBIIf")
 REDUCTIONS = ("pad", "pca")
 MIN_ANCHORS = 2
+# The cross-model benchmark's anchor set (dso.bench.crossmodel.anchor_sentences) holds 1,000.
+MAX_ANCHORS = 1_000
 
 
 def _check_matrix(vectors: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:
@@ -133,6 +150,20 @@ class Alignment:
         """sha256 hex digest of `to_bytes()`: equal ids mean byte-identical alignments."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
+    def check_dims(self, source_dim: int | None = None, target_dim: int | None = None) -> None:
+        """Raise AlignmentError unless this alignment takes `source_dim`-d vectors (the query model's)
+        and returns `target_dim`-d ones (the library's); None skips that side."""
+        if source_dim is not None and source_dim != self.source_dim:
+            raise AlignmentError(
+                f"this alignment maps {self.source_dim}-d vectors but the query model gives {source_dim}-d ones: "
+                "it was fitted for another model; fit one for this model (`dso align fit MODEL -o FILE`)"
+            )
+        if target_dim is not None and target_dim != self.target_dim:
+            raise AlignmentError(
+                f"this alignment maps into a {self.target_dim}-d space but the library's vectors are {target_dim}-d: "
+                "it was fitted for another library model; fit one against the library's (`dso align fit MODEL -o FILE`)"
+            )
+
 
 def fit_procrustes(source: np.ndarray, target: np.ndarray, reduce: str = "pad", center: bool = True) -> Alignment:
     """Fit the alignment mapping `source` rows (n, d_s) onto `target` rows (n, d_t), row i of both
@@ -171,3 +202,80 @@ def fit_procrustes(source: np.ndarray, target: np.ndarray, reduce: str = "pad", 
     scale = float(np.float32(s.sum() / np.sum(xp * xp)))
     matrix = project_x @ rotation @ project_y.T
     return Alignment(mean_x.astype(np.float32), mean_y.astype(np.float32), matrix.astype(np.float32), scale)
+
+
+# ---------------------------------------------------------------------------- using an alignment
+
+
+class AlignedQueryEmbedder:
+    """Another model's query embeddings, delivered in the library's space: `embed(texts)` embeds
+    with `model` and maps the vectors through `alignment` (unit rows of `alignment.target_dim`).
+
+    `model` is an Embedder (e.g. ``dso.embed.load_query_model("e5-small")``) or any function
+    texts -> (n, d_s) array. With `target_dim` (the library's, ``library.embedder.dim``), a
+    dimension mismatch on either side fails here, before anything is embedded.
+
+    WARNING: for queries only. It has no ``model_id`` on purpose and is not an Embedder: never open
+    a Library with it, since the library embeds its stored texts with its own model.
+    """
+
+    def __init__(self, model: "Embedder | Callable[[list[str]], np.ndarray]", alignment: Alignment, target_dim: int | None = None) -> None:
+        """Wrap `model` (see the class docstring); AlignmentError if the dimensions do not fit."""
+        self._embed = model.embed if hasattr(model, "embed") else model
+        if not callable(self._embed):
+            raise AlignmentError(f"model must be an Embedder or a function of texts, not {type(model).__name__}")
+        alignment.check_dims(getattr(model, "dim", None), target_dim)
+        self.alignment = alignment
+
+    @property
+    def dim(self) -> int:
+        """Length of the vectors `embed` returns: the library's dimension."""
+        return self.alignment.target_dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 unit rows in the library's space, one per text, in order; pass a row
+        as ``Library.search(text, query_vector=row)``."""
+        if isinstance(texts, (str, bytes)):
+            raise AlignmentError("embed() takes a sequence of texts, not one string: wrap it as [text]")
+        items = list(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.alignment.apply(np.asarray(self._embed(items)))
+
+
+def anchor_sentences(count: int = MAX_ANCHORS) -> list[str]:
+    """The first `count` anchor sentences of the cross-model benchmark
+    (``dso.bench.crossmodel.anchor_sentences``): GSM8K questions and STS-B dev sentences, alternating,
+    spread over the codec baseline's corpus (``dso.bench.retrieval.baseline_corpus_parts``). That
+    corpus excludes GSM8K problems 0-5,499 and all of STS-B train, where the benchmarks, tests and
+    demo draw their libraries and queries from, so no measured query is also an anchor. The same
+    sentences for every peer, and any prefix mixes both sources. Needs the shared data sets
+    (``dso.datasets``)."""
+    if not MIN_ANCHORS <= count <= MAX_ANCHORS:
+        raise AlignmentError(f"anchors must be between {MIN_ANCHORS} and {MAX_ANCHORS} (the benchmark's set); got {count}")
+    from dso.bench.crossmodel import anchor_sentences as benchmark_anchors, datasets
+
+    return benchmark_anchors(datasets())[:count]
+
+
+@dataclass(frozen=True)
+class FittedAlignment:
+    """An alignment fitted by `fit_query_model` and what it cost."""
+
+    alignment: Alignment
+    anchors: int
+    embed_seconds: float  # both models embedding the anchors
+    fit_seconds: float
+
+
+def fit_query_model(model: "Embedder", library_embedder: "Embedder", anchors: Sequence[str]) -> FittedAlignment:
+    """Fit the map from `model`'s query space into `library_embedder`'s space on `anchors`: each
+    model embeds every anchor (`model` as queries, as it will embed the queries the map is for),
+    then `fit_procrustes` with its defaults (pad, centered). Embeds afresh; nothing is cached."""
+    texts = list(anchors)
+    start = time.perf_counter()
+    source = model.embed(texts)
+    target = library_embedder.embed(texts)
+    embedded = time.perf_counter()
+    alignment = fit_procrustes(source, target)
+    return FittedAlignment(alignment, len(texts), round(embedded - start, 2), round(time.perf_counter() - embedded, 3))

@@ -459,6 +459,9 @@ def dao_proposals() -> None:
     console.print(table)
 
 
+QUERY_MODELS = ["e5-small", "mpnet"]  # dso.embed.QUERY_MODEL_LOADERS
+
+
 @cli.command()
 @click.argument("text")
 @click.option("-k", "k", default=5, show_default=True, help="How many experiences to return.")
@@ -466,29 +469,90 @@ def dao_proposals() -> None:
 @click.option("--min-confidence", default=0.0, show_default=True, help="Only experiences at least this confident.")
 @click.option("--format", "fmt", type=click.Choice(["table", "prompt", "json"]), default="table", show_default=True)
 @click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True)
-def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str, embedder_name: str) -> None:
+@click.option("--query-model", type=click.Choice(QUERY_MODELS), default=None, help="Embed TEXT with this model instead (needs --alignment).")
+@click.option("--alignment", "alignment_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Map --query-model's vector into the library's space with this file (`dso align fit`).")
+def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str, embedder_name: str, query_model: str | None, alignment_file: Path | None) -> None:
     """Retrieve the experiences most relevant to TEXT from the local library."""
-    from dso.embed import load_embedder
+    from dso.align import AlignedQueryEmbedder, Alignment
+    from dso.embed import load_embedder, load_query_model
     from dso.library import Library, export_json
 
+    if query_model and not alignment_file:
+        raise DsoError(
+            f"--query-model {query_model} needs --alignment FILE (the library's vectors are MiniLM's): fit one with "
+            f"`dso align fit {query_model} -o {query_model}.align`. The other way, re-embedding the library's texts with your "
+            "model, has no command (Python: dso.embed); the README recommends it only if you trust your model's similarity over the library's"
+        )
+    if alignment_file and not query_model:
+        raise DsoError("--alignment needs --query-model MODEL: the model the alignment was fitted for (`dso align show FILE` prints its dimensions)")
+    alignment = Alignment.from_bytes(alignment_file.read_bytes()) if alignment_file else None
     path = library_path()
     if not path.exists():
         raise DsoError(f"no library at {path}: sync one first (`dso sync`)")
     with Library(path, load_embedder(embedder_name)) as library:
+        vector = None
+        if query_model and alignment:
+            vector = AlignedQueryEmbedder(load_query_model(query_model), alignment, target_dim=library.embedder.dim).embed([text])[0]
         if fmt == "prompt":
-            click.echo(library.context_for(text, k=k, domain=domain, min_confidence=min_confidence))
+            click.echo(library.context_for(text, k=k, domain=domain, min_confidence=min_confidence, query_vector=vector))
             return
-        hits = library.search(text, k=k, domain=domain, min_confidence=min_confidence)
+        hits = library.search(text, k=k, domain=domain, min_confidence=min_confidence, query_vector=vector)
     if fmt == "json":
         click.echo(export_json(hits))
         return
-    table = Table(title=f"top {k} for: {text}")
+    via = f" ({query_model}, alignment {alignment.alignment_id[:12]})" if query_model and alignment else ""
+    table = Table(title=f"top {k} for: {text}{via}")
     for column in ("score", "domain", "confidence", "nodes", "experience"):
         table.add_column(column)
     for hit in hits:
         nodes = str(hit.support) if hit.origin == "network" else "local"
         table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, hit.experience.text)
     console.print(table)
+
+
+@cli.group()
+def align() -> None:
+    """Alignments: let an agent on another embedding model query the MiniLM library (README,
+    "An agent on another embedding model")."""
+
+
+@align.command("fit")
+@click.argument("model", type=click.Choice(QUERY_MODELS))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the alignment.")
+@click.option("--anchors", default=1_000, show_default=True, type=click.IntRange(2, 1_000),
+              help="Anchor sentences to fit on (the cross-model benchmark's set, a prefix of it).")
+@click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True,
+              help="The library's model, the alignment's target.")
+def align_fit(model: str, output: Path, anchors: int, embedder_name: str) -> None:
+    """Fit the map from MODEL's query vectors into the library's space and write it to OUTPUT."""
+    from dso.align import anchor_sentences, fit_query_model
+    from dso.config import atomic_write_bytes
+    from dso.embed import load_embedder, load_query_model
+
+    fitted = fit_query_model(load_query_model(model), load_embedder(embedder_name), anchor_sentences(anchors))
+    data = fitted.alignment.to_bytes()
+    atomic_write_bytes(output, data)
+    a = fitted.alignment
+    if fitted.anchors <= max(a.source_dim, a.target_dim):
+        console.print(f"[yellow]warning:[/yellow] {fitted.anchors} anchors for {max(a.source_dim, a.target_dim)} dimensions leave the map "
+                      "undetermined outside the anchors' span; use more (the benchmark's 1,000)")
+    click.echo(f"alignment {a.alignment_id}")
+    click.echo(f"{model} ({a.source_dim}-d) -> {embedder_name} ({a.target_dim}-d) on {fitted.anchors:,} anchors: "
+               f"embedding {fitted.embed_seconds} s, fit {fitted.fit_seconds} s; wrote {output} ({len(data):,} bytes)")
+    click.echo(f"use it: dso query TEXT --query-model {model} --alignment {output}")
+
+
+@align.command("show")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def align_show(file: Path) -> None:
+    """Print an alignment file's dimensions, scale and id."""
+    from dso.align import Alignment
+
+    data = file.read_bytes()
+    a = Alignment.from_bytes(data)
+    click.echo(f"alignment {a.alignment_id}")
+    click.echo(f"source dim {a.source_dim} -> target dim {a.target_dim}, scale {a.scale:.6g}, {len(data):,} bytes")
 
 
 @cli.command()

