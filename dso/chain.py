@@ -21,6 +21,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3._utils.events import get_event_data
 from web3.exceptions import (
+    BlockNotFound,
     ContractCustomError,
     ContractLogicError,
     ContractPanicError,
@@ -416,6 +417,14 @@ class Registry:
     def chain_id(self) -> int:
         """Chain id of the connected network."""
         return _rpc(lambda: self.w3.eth.chain_id)
+
+    def block_hash(self, number: int) -> str | None:
+        """Hash (0x hex) of block `number`, or None if the chain has no such block (yet)."""
+        try:
+            block = _rpc(lambda: self.w3.eth.get_block(number))
+        except BlockNotFound:
+            return None
+        return HexBytes(block["hash"]).to_0x_hex()
 
     def batch(self, root: bytes | str) -> BatchInfo:
         """On-chain state of batch `root` (status NONE if unknown)."""

@@ -210,10 +210,17 @@ def submit(file: Path, wallet_name: str, password_env: str | None) -> None:
     """Validate, embed, batch, pin and commit the experiences in FILE (JSONL: text, domain,
     confidence, optional metadata) from a node wallet. Nothing is lost if a service is down."""
     from dso.embed import load_embedder
-    from dso.node import submit as submit_file
+    from dso.node import Outbox, prepare_batch, read_insights
 
+    insights = read_insights(file)  # a malformed file fails at once, before the model loads
     node = unlock_wallet(wallet_name, password_env)
-    committed, pending = submit_file(file, node, load_embedder("minilm"), open_store(), open_registry())
+    outbox = Outbox()
+    entry = outbox.add(prepare_batch(insights, node.address, load_embedder("minilm")))
+    try:
+        registry = open_registry()
+    except DsoError as exc:  # queued first, so an unreachable RPC loses nothing
+        raise DsoError(f"batch {entry.root[:16]} is safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
+    committed, pending = outbox.flush(open_store(), registry, node)
     print_outbox_result(committed, pending)
 
 

@@ -108,3 +108,19 @@ def test_revoke_one_experience_through_the_cli(home):
     assert [registry.is_experience_revoked(root, i) for i in range(5)] == [False, False, False, True, False]
     wrong = CliRunner().invoke(cli, ["dao", "revoke-experience", root[:12], "5", *signer("member1")])
     assert "there is no experience 5" in str(wrong.exception)
+
+
+def test_submit_with_the_rpc_down_queues_the_batch_and_flush_commits_it(home, w3, anvil_url, ipfs_api):
+    from dso.config import load_config
+    from dso.devnet import free_port
+
+    config = load_config()
+    jsonl = home / "mine.jsonl"
+    jsonl.write_text(insights_to_jsonl(gsm8k_insights(4, offset=90)))
+    save_config(NetworkConfig(f"http://127.0.0.1:{free_port()}", config.chain_id, config.registry, 0, "test", ipfs_api))
+    result = CliRunner().invoke(cli, ["submit", str(jsonl), *signer("node1")])
+    assert result.exit_code != 0 and "safe in the outbox" in str(result.exception)
+    assert "4 experiences" in run("outbox", "list")
+    save_config(config)
+    assert "committed batch" in run("outbox", "flush", *signer("node1"))
+    assert "the outbox is empty" in run("outbox", "list")

@@ -149,3 +149,35 @@ def test_lessons_three_admitted_nodes_report_are_accepted_and_a_removed_node_los
     after = sync(dao.registry, store, library, state)
     assert after.loaded == [] and (after.aggregation.accepted, after.aggregation.pending) == (0, 6)
     assert len(library) == 0 and library.report_count() == 18  # the reports stay; node 3's voice does not
+
+
+def test_an_experience_revoked_by_leaf_challenge_leaves_the_library_and_never_returns(world, embedder):
+    from dso.batch import parse_document
+    from dso.merkle import prove_inclusion
+
+    dao, store, library, state = world
+    roots = [publish(dao, store, embedder, i, offset=900, style=i) for i in range(3)]
+    for root in roots:
+        decide(dao, root, True)
+    assert sync(dao.registry, store, library, state).aggregation.accepted == 6
+    # A member proves leaf 2 of node 1's batch on chain; the DAO revokes that single experience.
+    events = dao.registry.events(0).events
+    cid = next(cid_from_bytes(e.args["cid"]) for e in events if e.name == "BatchSubmitted" and e.args["root"] == roots[0])
+    document = parse_document(store.get(cid))
+    proof = prove_inclusion(document.leaves, 2)
+    proposal = dao.registry.propose_revoke_experience(dao.members[0], roots[0], 2, document.leaves[2], proof.path).proposal_id
+    for member in dao.members:
+        dao.registry.vote_on_proposal(member, proposal, True)
+    dao.registry.finalize_proposal(dao.deployer, proposal)
+    assert dao.registry.is_experience_revoked(roots[0], 2)
+
+    report = sync(dao.registry, store, library, state)
+    assert report.revoked_experiences == 1 and library.report_count() == 17
+    # the lesson lost node 1's voice: two nodes remain, below the 3-node bar
+    assert (report.aggregation.accepted, report.aggregation.pending) == (5, 1)
+    assert all(h.experience.text != document.experiences[2].text for h in library.search(document.experiences[2].text, k=6))
+
+    # a client syncing from scratch never stores it at all
+    with Library(state.parent / "fresh.sqlite", embedder) as fresh:
+        again = sync(dao.registry, store, fresh, state.parent / "fresh.json")
+        assert again.revoked_experiences == 0 and fresh.report_count() == 17 and again.aggregation.accepted == 5
