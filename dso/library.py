@@ -27,7 +27,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Collection, Iterable, Sequence
 
@@ -284,12 +284,12 @@ class Library:
         last = self._meta("aggregation")
         if not force and last is not None and json.loads(last)["fingerprint"] == fingerprint:
             return AggregationSummary(**json.loads(last)["summary"], unchanged=True)
-        reports, published, capped = self._load_reports()
+        own_codec = self._own_codec()
+        consensus_baseline = bytes.fromhex(own_codec.baseline_id) if own_codec is not None else None
+        reports, published, capped = self._load_reports(consensus_baseline)
         result = aggregate(reports, admitted, policy)
         now = int(time.time())
         rows = []
-        consensus_baseline = self._consensus_baseline()
-        own_codec = self._own_codec() if consensus_baseline is not None else None
         vector_of = {r.experience_id: r.vector for r in reports}
         for cluster in result.clusters:
             experience, baseline = published[cluster.experience_id]
@@ -308,7 +308,7 @@ class Library:
                          json.dumps(list(cluster.node_ids)), cluster.reason, now))
         summary = AggregationSummary(len(result.accepted), len(result.clusters) - len(result.accepted), len(reports),
                                      result.active_reporters, result.required_support, result.dropped_reports, capped, result.invalid_codes)
-        summary_json = {k: v for k, v in summary.__dict__.items() if k != "unchanged"}
+        summary_json = {k: v for k, v in asdict(summary).items() if k != "unchanged"}
         with self._transaction(invalidates=True):
             self._db.execute("DELETE FROM experiences WHERE origin = 'network'")
             self._db.executemany("INSERT OR IGNORE INTO experiences VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -318,11 +318,13 @@ class Library:
             self._set_meta("aggregation", json.dumps({"fingerprint": fingerprint, "summary": summary_json}))
         return summary
 
-    def _load_reports(self) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
+    def _load_reports(self, consensus_baseline: bytes | None) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
         """Every stored report as a `dso.aggregate.Report` (capped per node, earliest first), the
-        published experience and baseline by id, and how many reports the cap left out."""
-        consensus_baseline = self._consensus_baseline()
-        model = self._model_name()
+        published experience and baseline by id, and how many reports the cap left out. Codes
+        vote only if made against `consensus_baseline` (None: no code votes)."""
+        from dso.codec import model_file_stem
+
+        model = model_file_stem(self.embedder.model_id)
         per_node: dict[int, int] = {}
         reports: list[Report] = []
         published: dict[str, tuple[Experience, bytes]] = {}
@@ -345,23 +347,15 @@ class Library:
             published.setdefault(e.experience_id, (e, bytes(baseline)))
         return reports, published, capped
 
-    def _consensus_baseline(self) -> bytes | None:
-        from dso.codec import baseline_id, load_baseline
-
-        try:
-            return bytes.fromhex(baseline_id(load_baseline(self.embedder.model_id)))
-        except DsoError:
-            return None
-
     def _own_codec(self) -> Any:
+        """bitdelta-1 for this library's model and its published baseline (the space consensus
+        codes live in), or None when no baseline is shipped for the model."""
         from dso.codec import get_codec
 
-        return get_codec(BITDELTA, self.embedder.dim, model_id=self.embedder.model_id)
-
-    def _model_name(self) -> str:
-        from dso.codec import model_file_stem
-
-        return model_file_stem(self.embedder.model_id)
+        try:
+            return get_codec(BITDELTA, self.embedder.dim, model_id=self.embedder.model_id)
+        except DsoError:
+            return None
 
     # ------------------------------------------------------------------ reading
 
