@@ -216,8 +216,11 @@ def sync(
     for root in to_drop:
         library.remove_batch(bytes.fromhex(root))
         state.batches[root].loaded = False
-    # Leaf revocations can arrive after their batch was loaded; removing is idempotent.
-    revoked_experiences = sum(library.remove_report(bytes.fromhex(root), i) for root, leaves in state.revoked_leaves.items() for i in leaves)
+    # Leaves revoked in this page whose batch was loaded earlier (a batch loaded now skipped them).
+    # Earlier pages' revocations were removed when they arrived: removal happens before the
+    # checkpoint moves past their events, and a rerun repeats it harmlessly.
+    revoked_experiences = sum(library.remove_report(e.args["root"], int(e.args["leafIndex"]))
+                              for e in page.events if e.name == "ExperienceRevoked")
     summary = library.aggregate(state.admitted_node_ids(), policy)
     state.next_block = page.next_block
     if page.to_block >= 0:
