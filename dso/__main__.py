@@ -1,5 +1,5 @@
 """`python -m dso` runs the command line."""
 
-from dso.cli import main
+from dso.interfaces.cli import main
 
 main()

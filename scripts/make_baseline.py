@@ -21,8 +21,8 @@ import sys
 import numpy as np
 
 from dso.bench.retrieval import baseline_corpus, cached_embeddings, texts_digest
-from dso.codec import DATA_DIR, DEFAULT_MODEL_ID, baseline_id, model_file_stem
-from dso.config import atomic_write_text
+from dso.core.codec import DATA_DIR, DEFAULT_MODEL_ID, baseline_id, model_file_stem
+from dso.edges.config import atomic_write_text
 
 EMBEDDER = "minilm"
 

@@ -46,7 +46,7 @@ if [[ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$npm_inputs" || ! -d node_modules/s
   npm install --no-audit --no-fund --loglevel=error
   echo "$npm_inputs" > "$STAMPS/npm"
 fi
-.venv/bin/python -c 'from dso.devnet import anvil_executable; anvil_executable()' || die "anvil missing after npm install"
+.venv/bin/python -c 'from dso.edges.services import anvil_executable; anvil_executable()' || die "anvil missing after npm install"
 
 # --- the devnet IPFS node (js-ipfs, its own lock file under ipfs/) -------------------------------
 if [[ -f ipfs/package.json ]]; then

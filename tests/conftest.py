@@ -10,8 +10,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from dso.chain import Registry, connect
-from dso.devnet import dev_accounts, free_port, start_anvil, start_ipfs
+from dso.edges.chain import Registry, connect
+from dso.edges.services import dev_accounts, free_port, start_anvil, start_ipfs
 
 # ape's own test suite lives in tests/ape and runs under `ape test`, not plain pytest.
 collect_ignore = ["ape"]

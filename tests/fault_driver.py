@@ -5,7 +5,7 @@
 CONFIG names the chain, the registry, the store, the paths and `kill_point`. When the job reaches
 that point the driver prints ``AT <kill_point>`` and sleeps, so the test can kill it exactly there;
 with no kill point it runs to the end and prints ``DONE``. The wrappers below only observe: the job
-itself is the product code (dso.node.submit, dso.sync.sync), unchanged.
+itself is the product code (dso.workflows.publish.submit, dso.workflows.sync.sync), unchanged.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from eth_account import Account
 
-import dso.sync as sync_module
-from dso.chain import Registry
-from dso.embed import load_embedder
-from dso.ipfs import KuboClient, LocalStore
-from dso.library import Library
-from dso.node import Outbox, submit
+import dso.workflows.sync as sync_module
+from dso.edges.chain import Registry
+from dso.edges.embed import load_embedder
+from dso.edges.ipfs import KuboClient, LocalStore
+from dso.workflows.library import Library
+from dso.workflows.publish import Outbox, submit
 
 
 def pause_if(point: str, wanted: str | None) -> None:

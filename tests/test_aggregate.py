@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from dso.aggregate import (
+from dso.core.aggregate import (
     AcceptancePolicy,
     Report,
     aggregate,
@@ -29,8 +29,8 @@ from dso.aggregate import (
     trimmed_mean,
     weighted_median,
 )
-from dso.aggregate.cluster import report_sort_key
-from dso.codec import get_codec
+from dso.core.aggregate.cluster import report_sort_key
+from dso.core.codec import get_codec
 from dso.errors import AggregationError, DsoError, InsufficientReports
 
 DIM = 16

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso.align import HEADER, MAX_ANCHORS, AlignedQueryEmbedder, Alignment, anchor_sentences, fit_procrustes
-from dso.codec import baseline_id, get_codec, load_baseline
-from dso.datasets import gsm8k_insights, gsm8k_questions
-from dso.embed import MpnetEmbedder, load_embedder, load_query_model
+from dso.core.align import HEADER, MAX_ANCHORS, AlignedQueryEmbedder, Alignment, anchor_sentences, fit_procrustes
+from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.edges.datasets import gsm8k_insights, gsm8k_questions
+from dso.edges.embed import MpnetEmbedder, load_embedder, load_query_model
 from dso.errors import AlignmentError, DsoError, EmbedderUnavailable, EmbeddingError
-from dso.experience import Experience
-from dso.library import Library, LibraryError
+from dso.core.experience import Experience
+from dso.workflows.library import Library, LibraryError
 
 
 def random_orthogonal(rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
@@ -193,7 +193,7 @@ def test_unknown_reduction_raises_AlignmentError_which_is_a_DsoError():
 
 # ---------------------------------------------------------------------------- real models
 
-FIT_ANCHORS = 400  # > 384 dimensions (see the WARNING in dso.align), and quick to embed
+FIT_ANCHORS = 400  # > 384 dimensions (see the WARNING in dso.core.align), and quick to embed
 LESSONS = 200
 QUERY_EVERY = 5  # 40 queries of each kind
 # Measured top-5 hit rates over the 40 queries of each kind: aligned e5 0.975 (the lesson itself),

@@ -23,18 +23,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dso import config as config_module
-from dso.batch import MAX_DOCUMENT_BYTES, BatchDocument, BatchError, build_batch, parse_document, verify_document
-from dso.chain import Status
-from dso.cli import main
-from dso.codec import CodecError, codec_for, get_codec
-from dso.config import NetworkConfig, atomic_write_bytes, save_config
-from dso.datasets import gsm8k_insights
-from dso.embed import EmbeddingError, load_embedder
+from dso.core.batch import MAX_DOCUMENT_BYTES, BatchDocument, BatchError, build_batch, parse_document, verify_document
+from dso.edges.chain import Status
+from dso.interfaces.cli import main
+from dso.core.codec import CodecError, codec_for, get_codec
+from dso.edges.config import NetworkConfig, atomic_write_bytes, save_config
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.embed import EmbeddingError, load_embedder
 from dso.errors import DsoError, InvalidCid, ObjectTooLarge
-from dso.experience import MAX_METADATA_BYTES, MAX_TEXT_BYTES, Experience, ExperienceError, check_embedding, validate_metadata, validate_text
-from dso.ipfs import CID_PREFIX, MAX_OBJECT_BYTES, KuboClient, cid_from_bytes, cid_of, cid_to_bytes
-from dso.node import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
-from dso.wallet import create_dev_wallets
+from dso.core.experience import MAX_METADATA_BYTES, MAX_TEXT_BYTES, Experience, ExperienceError, check_embedding, validate_metadata, validate_text
+from dso.edges.ipfs import CID_PREFIX, MAX_OBJECT_BYTES, KuboClient, cid_from_bytes, cid_of, cid_to_bytes
+from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
+from dso.edges.wallet import create_dev_wallets
 
 from conftest import deploy_dao
 
@@ -669,7 +669,7 @@ def _accept(dao, root: bytes) -> None:
 
 @pytest.fixture
 def sync_world(w3, accounts, embedder, ipfs_api, tmp_path):
-    from dso.library import Library
+    from dso.workflows.library import Library
 
     dao = deploy_dao(w3, accounts, n_members=3, n_nodes=2)
     store = KuboClient(ipfs_api)
@@ -688,7 +688,7 @@ def _publish_honest(dao, store, embedder, offset: int) -> BatchDocument:
 
 
 def test_sync_refuses_an_oversized_object_and_loads_the_rest(sync_world, embedder, oversized):
-    from dso.sync import sync
+    from dso.workflows.sync import sync
 
     dao, store, library, state = sync_world
     honest = _publish_honest(dao, store, embedder, 1_100)
@@ -705,7 +705,7 @@ def test_a_batch_of_a_model_the_client_cannot_read_neither_stops_sync_nor_enters
     """A node publishes codes of another model against an unknown baseline (valid identifiers,
     consistent document, matching schema); the DAO accepts it anyway. Today sync stores its reports
     (they verify) and the library keeps them out; the honest batch beside it loads as usual."""
-    from dso.sync import sync
+    from dso.workflows.sync import sync
 
     dao, store, library, state = sync_world
     honest = _publish_honest(dao, store, embedder, 1_200)
@@ -722,7 +722,7 @@ def test_a_batch_of_a_model_the_client_cannot_read_neither_stops_sync_nor_enters
 
 
 def test_a_batch_committed_with_a_malformed_cid_is_refused_and_does_not_stop_sync(sync_world, embedder):
-    from dso.sync import sync
+    from dso.workflows.sync import sync
 
     dao, store, library, state = sync_world
     honest = _publish_honest(dao, store, embedder, 1_300)

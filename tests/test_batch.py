@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso.batch import MAX_DOCUMENT_BYTES, BatchError, build_batch, parse_document, verify_document
-from dso.experience import Experience
-from dso.merkle import merkle_root, prove_inclusion, verify_inclusion
+from dso.core.batch import MAX_DOCUMENT_BYTES, BatchError, build_batch, parse_document, verify_document
+from dso.core.experience import Experience
+from dso.core.merkle import merkle_root, prove_inclusion, verify_inclusion
 
 NODE = bytes.fromhex("976ea74026e726554db657fa54763abd0c3a0aa9")
 BASELINE = hashlib.sha256(b"baseline").digest()

@@ -143,7 +143,7 @@ def test_strict_policy_costs_liveness_even_without_attack(small):
 
 
 def test_colluders_can_replace_the_text_of_honest_experiences_they_ride_on(small):
-    # The medoid bounds where the chosen text lies, not whose it is (dso.aggregate.medoid WARNING):
+    # The medoid bounds where the chosen text lies, not whose it is (dso.core.aggregate.medoid WARNING):
     # a poisoned wording within cosine ~0.99 of an honest one wins it, under either policy.
     for policy in ("default", "strict"):
         assert acceptance(small, "collusion", policy, "0.45")["hijacked"] > 0, policy

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from eth_account import Account
 
-from dso.chain import Registry
-from dso.devnet import free_port, process_alive
+from dso.edges.chain import Registry
+from dso.edges.services import free_port, process_alive
 
 DSO = [sys.executable, "-m", "dso"]
 

@@ -9,15 +9,15 @@ import re
 import numpy as np
 from click.testing import CliRunner
 
-from dso.align import HEADER, Alignment, fit_procrustes
-from dso.cli import QUERY_MODELS, cli
-from dso.codec import baseline_id, get_codec, load_baseline
-from dso.config import atomic_write_bytes
-from dso.datasets import gsm8k_insights
-from dso.embed import QUERY_MODEL_LOADERS, load_embedder
+from dso.core.align import HEADER, Alignment, fit_procrustes
+from dso.interfaces.cli import QUERY_MODELS, cli
+from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.edges.config import atomic_write_bytes
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.embed import QUERY_MODEL_LOADERS, load_embedder
 from dso.errors import AlignmentError
-from dso.experience import Experience
-from dso.library import Library, Source
+from dso.core.experience import Experience
+from dso.workflows.library import Library, Source
 
 NODE = bytes.fromhex("976ea74026e726554db657fa54763abd0c3a0aa9")
 

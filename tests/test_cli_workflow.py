@@ -8,12 +8,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from dso.cli import cli
-from dso.chain import Registry
-from dso.config import NetworkConfig, load_config, save_config
-from dso.datasets import gsm8k_insights
-from dso.node import insights_to_jsonl
-from dso.wallet import create_dev_wallets
+from dso.interfaces.cli import cli
+from dso.edges.chain import Registry
+from dso.edges.config import NetworkConfig, load_config, save_config
+from dso.edges.datasets import gsm8k_insights
+from dso.workflows.publish import insights_to_jsonl
+from dso.edges.wallet import create_dev_wallets
 
 from conftest import deploy_dao
 
@@ -111,8 +111,8 @@ def test_revoke_one_experience_through_the_cli(home):
 
 
 def test_submit_with_the_rpc_down_queues_the_batch_and_flush_commits_it(home, w3, anvil_url, ipfs_api):
-    from dso.config import load_config
-    from dso.devnet import free_port
+    from dso.edges.config import load_config
+    from dso.edges.services import free_port
 
     config = load_config()
     jsonl = home / "mine.jsonl"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dso.codec import (
+from dso.core.codec import (
     CODECS,
     DATA_DIR,
     DEFAULT_CODEC,
@@ -216,8 +216,8 @@ def test_paraphrases_retrieve_each_other_with_the_default_codec_and_rescoring():
     """STS-B dev pairs scored >= 4.5, among every other dev sentence as distractors: each second
     sentence finds its first in the top 10 after rescoring the codec's top 100 by float cosine."""
     from dso.bench.retrieval import rescore, top_indices, unique
-    from dso.datasets import sts_pairs
-    from dso.embed import load_embedder
+    from dso.edges.datasets import sts_pairs
+    from dso.edges.embed import load_embedder
 
     pairs = [p for p in sts_pairs("dev") if p.score >= 4.5 and p.first != p.second]
     docs = unique([p.first for p in pairs] + [p.first for p in sts_pairs("dev")[:400]])

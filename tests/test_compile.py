@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from dso.compile import CONTRACT_NAMES, CONTRACTS_DIR, artifact_json, compile_contracts, load_artifact, solc_executable
+from dso.edges.compile import CONTRACT_NAMES, CONTRACTS_DIR, artifact_json, compile_contracts, load_artifact, solc_executable
 
 
 def test_solc_wrapper_answers_like_native_solc():

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from dso.demo import NICHE_PER_NODE, NODES, SHARED_LESSONS, run_demo
+from dso.interfaces.demo import NICHE_PER_NODE, NODES, SHARED_LESSONS, run_demo
 
 
 def test_demo_accepts_the_honest_batches_rejects_the_careless_one_and_aggregates_by_node():

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from dso.datasets import gsm8k_questions, sts_pairs
-from dso.embed import DIM, MODEL_ID, Embedder, OnnxInt8Embedder, load_embedder
+from dso.edges.datasets import gsm8k_questions, sts_pairs
+from dso.edges.embed import DIM, MODEL_ID, Embedder, OnnxInt8Embedder, load_embedder
 from dso.errors import EmbedderUnavailable, EmbeddingError
 
 NAMES = ("minilm", "minilm-int8")
@@ -92,7 +92,7 @@ def test_missing_model_package_raises_EmbedderUnavailable_naming_it(monkeypatch:
 
 def test_importing_dso_embed_is_cheap_and_the_int8_path_never_imports_torch():
     script = (
-        "import sys, dso.embed as e\n"
+        "import sys, dso.edges.embed as e\n"
         "heavy = {'torch', 'onnxruntime', 'sentence_transformers', 'transformers'}\n"
         "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
         "e.load_embedder('minilm-int8').embed(['verify by substitution'])\n"

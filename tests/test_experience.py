@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dso.experience import (
+from dso.core.experience import (
     MAX_TEXT_BYTES,
     Experience,
     ExperienceError,

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from dso.chain import Registry, Status
-from dso.datasets import gsm8k_insights
-from dso.devnet import free_port, start_anvil, start_ipfs
-from dso.embed import load_embedder
+from dso.edges.chain import Registry, Status
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.services import free_port, start_anvil, start_ipfs
+from dso.edges.embed import load_embedder
 from dso.errors import DsoError, RpcUnavailable, StoreUnavailable
-from dso.ipfs import KuboClient, LocalStore, cid_to_bytes
-from dso.library import Library, LibraryError
-from dso.node import Outbox, insights_to_jsonl, prepare_batch, submit
-from dso.sync import sync
+from dso.edges.ipfs import KuboClient, LocalStore, cid_to_bytes
+from dso.workflows.library import Library, LibraryError
+from dso.workflows.publish import Outbox, insights_to_jsonl, prepare_batch, submit
+from dso.workflows.sync import sync
 
 from conftest import deploy_dao
 
@@ -246,7 +246,7 @@ def test_anvil_restarted_with_its_state_lost_is_detected_not_synced_over(account
     process, url = start_anvil(tmp_path / "anvil", port=free_port())
     port = int(url.rsplit(":", 1)[1])
     try:
-        from dso.chain import connect
+        from dso.edges.chain import connect
 
         first = deploy_dao(connect(url), accounts, n_members=3, n_nodes=3)
         store = LocalStore(tmp_path / "blocks")

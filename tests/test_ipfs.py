@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiformats import CID, multihash
 
-from dso.devnet import IPFS_DAEMON, IPFS_DIR, free_port, node_executable
+from dso.edges.services import IPFS_DAEMON, IPFS_DIR, free_port, node_executable
 from dso.errors import (
     CidMismatch,
     ContentNotFound,
@@ -32,7 +32,7 @@ from dso.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from dso.ipfs import (
+from dso.edges.ipfs import (
     CID_BYTES,
     MAX_OBJECT_BYTES,
     ContentStore,

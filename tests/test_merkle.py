@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymerkle import verify_inclusion as pymerkle_verify
 
-from dso.merkle import (
+from dso.core.merkle import (
     InclusionProof,
     ProofError,
     build_tree,

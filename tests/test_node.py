@@ -7,13 +7,13 @@ import json
 import pytest
 from web3 import Web3
 
-from dso.chain import Registry, Status
-from dso.datasets import gsm8k_insights
-from dso.devnet import free_port
-from dso.embed import load_embedder
+from dso.edges.chain import Registry, Status
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.services import free_port
+from dso.edges.embed import load_embedder
 from dso.errors import RpcUnavailable
-from dso.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
-from dso.node import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
+from dso.edges.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
+from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
 
 from conftest import deploy_dao
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from dso.batch import BatchError, build_batch, verify_document
-from dso.chain import Status
-from dso.codec import baseline_id, get_codec, load_baseline
-from dso.datasets import gsm8k_insights
-from dso.embed import load_embedder
+from dso.core.batch import BatchError, build_batch, verify_document
+from dso.edges.chain import Status
+from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.embed import load_embedder
 from dso.errors import CidMismatch
-from dso.experience import Experience
-from dso.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
-from dso.library import Library, Source
-from dso.merkle import prove_inclusion, verify_inclusion
+from dso.core.experience import Experience
+from dso.edges.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
+from dso.workflows.library import Library, Source
+from dso.core.merkle import prove_inclusion, verify_inclusion
 
 from conftest import deploy_dao
 

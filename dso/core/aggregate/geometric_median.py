@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.aggregate._checks import check_vectors, check_weights
-from dso.aggregate.median import coordinate_median, weighted_median
+from dso.core.aggregate._checks import check_vectors, check_weights
+from dso.core.aggregate.median import coordinate_median, weighted_median
 from dso.errors import AggregationError
 
 DEFAULT_TOL = 1e-10

@@ -25,15 +25,15 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from dso.chain import Registry, connect
-from dso.datasets import gsm8k_insights, gsm8k_records, sts_pairs
-from dso.devnet import dev_accounts, free_port, start_anvil, start_ipfs
-from dso.embed import load_embedder
-from dso.experience import Insight
-from dso.ipfs import KuboClient
-from dso.library import Library
-from dso.node import Outbox, insights_to_jsonl, submit
-from dso.sync import sync
+from dso.edges.chain import Registry, connect
+from dso.edges.datasets import gsm8k_insights, gsm8k_records, sts_pairs
+from dso.edges.services import dev_accounts, free_port, start_anvil, start_ipfs
+from dso.edges.embed import load_embedder
+from dso.core.experience import Insight
+from dso.edges.ipfs import KuboClient
+from dso.workflows.library import Library
+from dso.workflows.publish import Outbox, insights_to_jsonl, submit
+from dso.workflows.sync import sync
 
 NODES = 4
 SHARED_LESSONS = 32  # each learned by NODES - 1 nodes
@@ -56,7 +56,7 @@ class SubmittedBatch:
 def node_inputs() -> list[tuple[int, str, list[Insight], bool]]:
     """What the nodes publish: (node number, label, insights, honest). Node n skips shared lesson
     j when j % 4 == n - 1, so every shared lesson has three reporters, and words its lessons in
-    its own style (dso.datasets.STYLES)."""
+    its own style (dso.edges.datasets.STYLES)."""
     batches = []
     for n in range(1, NODES + 1):
         shared = [i for j, i in enumerate(gsm8k_insights(SHARED_LESSONS, style=n - 1)) if j % NODES != n - 1]

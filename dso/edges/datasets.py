@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dso.compile import PROJECT_ROOT
+from dso.edges.compile import PROJECT_ROOT
 from dso.errors import DsoError
-from dso.experience import Insight
+from dso.core.experience import Insight
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s")

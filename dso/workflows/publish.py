@@ -18,14 +18,14 @@ from typing import Any, Iterable, Sequence
 
 from eth_account.signers.local import LocalAccount
 
-from dso.batch import BatchDocument, build_batch, parse_document
-from dso.chain import Registry, Status
-from dso.codec import DEFAULT_CODEC, DEFAULT_MODEL_ID, baseline_id, get_codec, load_baseline, model_file_stem
-from dso.config import atomic_write_bytes, atomic_write_text, dso_home
-from dso.embed import Embedder
+from dso.core.batch import BatchDocument, build_batch, parse_document
+from dso.edges.chain import Registry, Status
+from dso.core.codec import DEFAULT_CODEC, DEFAULT_MODEL_ID, baseline_id, get_codec, load_baseline, model_file_stem
+from dso.edges.config import atomic_write_bytes, atomic_write_text, dso_home
+from dso.edges.embed import Embedder
 from dso.errors import ContractRevert, DsoError
-from dso.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
-from dso.ipfs import ContentStore, cid_to_bytes
+from dso.core.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
+from dso.edges.ipfs import ContentStore, cid_to_bytes
 
 MODEL_NAME = model_file_stem(DEFAULT_MODEL_ID)  # the short id experiences carry: "all-MiniLM-L6-v2"
 
@@ -216,5 +216,5 @@ def submit(
 
 
 def insights_to_jsonl(insights: Iterable[Any]) -> str:
-    """JSONL lines for records with text/domain/confidence (e.g. dso.datasets.gsm8k_insights)."""
+    """JSONL lines for records with text/domain/confidence (e.g. dso.edges.datasets.gsm8k_insights)."""
     return "".join(json.dumps({"text": i.text, "domain": i.domain, "confidence": i.confidence}) + "\n" for i in insights)

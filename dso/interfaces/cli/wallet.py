@@ -1,5 +1,5 @@
 """`dso wallet`: create, import and list encrypted wallets. Argument handling and output only; the
-keystores are dso.wallet's business. A private key is read from a file or stdin, never from argv,
+keystores are dso.edges.wallet's business. A private key is read from a file or stdin, never from argv,
 and never printed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dso.wallet import (
+from dso.edges.wallet import (
     WalletError,
     check_new_name,
     create_wallet,

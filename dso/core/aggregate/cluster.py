@@ -32,11 +32,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from dso.aggregate.median import coordinate_median
-from dso.aggregate.records import Report
+from dso.core.aggregate.median import coordinate_median
+from dso.core.aggregate.records import Report
 from dso.errors import AggregationError
 
-# The same threshold the local library uses to store near-duplicates once (dso.library).
+# The same threshold the local library uses to store near-duplicates once (dso.workflows.library).
 NEAR_DUPLICATE_COSINE = 0.9
 # Rows of the group-similarity matrix computed at a time: bounds memory at CHUNK x groups floats.
 _CHUNK = 256

@@ -12,12 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dso import __version__
-from dso.chain import Registry, Status, connect
-from dso.config import NetworkConfig, atomic_write_text, dso_home, load_config, save_config
-from dso.devnet import DEFAULT_ANVIL_PORT, DEFAULT_IPFS_PORT, ManagedProcess, dev_accounts, start_anvil, start_ipfs
+from dso.edges.chain import Registry, Status, connect
+from dso.edges.config import NetworkConfig, atomic_write_text, dso_home, load_config, save_config
+from dso.edges.services import DEFAULT_ANVIL_PORT, DEFAULT_IPFS_PORT, ManagedProcess, dev_accounts, start_anvil, start_ipfs
 from dso.errors import DsoError
-from dso.cli_wallet import wallet
-from dso.wallet import DEV_PASSWORD_ENV, create_dev_wallets, dev_password, load_keystore, password_from_env_or_prompt
+from dso.interfaces.cli.wallet import wallet
+from dso.edges.wallet import DEV_PASSWORD_ENV, create_dev_wallets, dev_password, load_keystore, password_from_env_or_prompt
 
 console = Console()
 
@@ -75,7 +75,7 @@ def devnet_up(port: int, ipfs_port: int, voting_period: int, quorum_bps: int) ->
     config = NetworkConfig(url, w3.eth.chain_id, registry.address, deploy.block_number, name="devnet", ipfs_api=ipfs_api)
     path = save_config(config)
     accounts_doc = {
-        "mnemonic": "Anvil's public dev mnemonic (see dso.devnet.DEV_MNEMONIC): never use on a real network",
+        "mnemonic": "Anvil's public dev mnemonic (see dso.edges.services.DEV_MNEMONIC): never use on a real network",
         "roles": {role: [{"index": i, "address": accounts[i].address} for i in indexes] for role, indexes in DEVNET_ROLES.items()},
     }
     atomic_write_text(devnet_dir() / "accounts.json", json.dumps(accounts_doc, indent=2) + "\n")
@@ -161,7 +161,7 @@ def open_registry() -> Registry:
 
 def open_store():
     """The configured content store: the Kubo RPC API if one is set, else the embedded store."""
-    from dso.ipfs import KuboClient, LocalStore
+    from dso.edges.ipfs import KuboClient, LocalStore
 
     config = load_config()
     return KuboClient(config.ipfs_api) if config.ipfs_api else LocalStore(dso_home() / "blocks")
@@ -188,7 +188,7 @@ def wallet_options(fn):
 
 
 def unlock_wallet(name: str, password_env: str | None):
-    from dso.wallet import unlock
+    from dso.edges.wallet import unlock
 
     return unlock(name, password_env)
 
@@ -209,8 +209,8 @@ def print_outbox_result(committed, pending) -> None:
 def submit(file: Path, wallet_name: str, password_env: str | None) -> None:
     """Validate, embed, batch, pin and commit the experiences in FILE (JSONL: text, domain,
     confidence, optional metadata) from a node wallet. Nothing is lost if a service is down."""
-    from dso.embed import load_embedder
-    from dso.node import Outbox, prepare_batch, read_insights
+    from dso.edges.embed import load_embedder
+    from dso.workflows.publish import Outbox, prepare_batch, read_insights
 
     insights = read_insights(file)  # a malformed file fails at once, before the model loads
     node = unlock_wallet(wallet_name, password_env)
@@ -232,7 +232,7 @@ def outbox() -> None:
 @outbox.command("list")
 def outbox_list() -> None:
     """Show the batches waiting in the outbox."""
-    from dso.node import Outbox
+    from dso.workflows.publish import Outbox
 
     entries = Outbox().entries()
     if not entries:
@@ -245,7 +245,7 @@ def outbox_list() -> None:
 @wallet_options
 def outbox_flush(wallet_name: str, password_env: str | None) -> None:
     """Pin and commit every batch in the outbox (each exactly once)."""
-    from dso.node import Outbox
+    from dso.workflows.publish import Outbox
 
     node = unlock_wallet(wallet_name, password_env)
     print_outbox_result(*Outbox().flush(open_store(), open_registry(), node))
@@ -272,8 +272,8 @@ def batches(status_filter: str | None) -> None:
 @click.argument("batch")
 def show(batch: str) -> None:
     """Fetch batch BATCH (root or prefix), verify it against the chain, and print its experiences."""
-    from dso.batch import summarize
-    from dso.sync import BatchRecord, apply_events, SyncState, fetch_and_verify
+    from dso.core.batch import summarize
+    from dso.workflows.sync import BatchRecord, apply_events, SyncState, fetch_and_verify
 
     registry = open_registry()
     root = resolve_root(registry, batch)
@@ -328,10 +328,10 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
     admitted nodes into the local library (robust statistics, one voice per node)."""
     from rich.progress import Progress
 
-    from dso.aggregate import AcceptancePolicy
-    from dso.embed import load_embedder
-    from dso.library import Library
-    from dso.sync import sync
+    from dso.core.aggregate import AcceptancePolicy
+    from dso.edges.embed import load_embedder
+    from dso.workflows.library import Library
+    from dso.workflows.sync import sync
 
     config = load_config()
     registry = open_registry()
@@ -394,8 +394,8 @@ for _name, _kind, _help in (
 def fetch_verified_document(registry: Registry, root: bytes):
     """The batch document of `root`, fetched by the CID its BatchSubmitted event committed and
     checked against the chain's root, count and schema."""
-    from dso.batch import verify_document
-    from dso.ipfs import cid_from_bytes
+    from dso.core.batch import verify_document
+    from dso.edges.ipfs import cid_from_bytes
 
     submitted = [e for e in registry.events(load_config().deploy_block).events if e.name == "BatchSubmitted" and e.args["root"] == root]
     if not submitted:
@@ -412,7 +412,7 @@ def dao_revoke_experience(batch: str, index: int, wallet_name: str, password_env
     """Propose revoking experience INDEX (0-based, as `dso show` numbers them) of accepted batch
     BATCH (root or prefix): the batch document is fetched and verified, the experience shown, and
     its Merkle inclusion proof checked by the contract."""
-    from dso.merkle import prove_inclusion
+    from dso.core.merkle import prove_inclusion
 
     registry = open_registry()
     root = resolve_root(registry, batch)
@@ -466,7 +466,7 @@ def dao_proposals() -> None:
     console.print(table)
 
 
-QUERY_MODELS = ["e5-small", "mpnet"]  # dso.embed.QUERY_MODEL_LOADERS
+QUERY_MODELS = ["e5-small", "mpnet"]  # dso.edges.embed.QUERY_MODEL_LOADERS
 
 
 @cli.command()
@@ -481,15 +481,15 @@ QUERY_MODELS = ["e5-small", "mpnet"]  # dso.embed.QUERY_MODEL_LOADERS
               help="Map --query-model's vector into the library's space with this file (`dso align fit`).")
 def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str, embedder_name: str, query_model: str | None, alignment_file: Path | None) -> None:
     """Retrieve the experiences most relevant to TEXT from the local library."""
-    from dso.align import AlignedQueryEmbedder, Alignment
-    from dso.embed import load_embedder, load_query_model
-    from dso.library import Library, export_json
+    from dso.core.align import AlignedQueryEmbedder, Alignment
+    from dso.edges.embed import load_embedder, load_query_model
+    from dso.workflows.library import Library, export_json
 
     if query_model and not alignment_file:
         raise DsoError(
             f"--query-model {query_model} needs --alignment FILE (the library's vectors are MiniLM's): fit one with "
             f"`dso align fit {query_model} -o {query_model}.align`. The other way, re-embedding the library's texts with your "
-            "model, has no command (Python: dso.embed); the README recommends it only if you trust your model's similarity over the library's"
+            "model, has no command (Python: dso.edges.embed); the README recommends it only if you trust your model's similarity over the library's"
         )
     if alignment_file and not query_model:
         raise DsoError("--alignment needs --query-model MODEL: the model the alignment was fitted for (`dso align show FILE` prints its dimensions)")
@@ -533,9 +533,9 @@ def align() -> None:
               help="The library's model, the alignment's target.")
 def align_fit(model: str, output: Path, anchors: int, embedder_name: str) -> None:
     """Fit the map from MODEL's query vectors into the library's space and write it to OUTPUT."""
-    from dso.align import anchor_sentences, fit_query_model
-    from dso.config import atomic_write_bytes
-    from dso.embed import load_embedder, load_query_model
+    from dso.core.align import anchor_sentences, fit_query_model
+    from dso.edges.config import atomic_write_bytes
+    from dso.edges.embed import load_embedder, load_query_model
 
     fitted = fit_query_model(load_query_model(model), load_embedder(embedder_name), anchor_sentences(anchors))
     data = fitted.alignment.to_bytes()
@@ -554,7 +554,7 @@ def align_fit(model: str, output: Path, anchors: int, embedder_name: str) -> Non
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def align_show(file: Path) -> None:
     """Print an alignment file's dimensions, scale and id."""
-    from dso.align import Alignment
+    from dso.core.align import Alignment
 
     data = file.read_bytes()
     a = Alignment.from_bytes(data)
@@ -565,7 +565,7 @@ def align_show(file: Path) -> None:
 @cli.command()
 def demo() -> None:
     """The four jobs on a private devnet: nodes submit, the DAO votes, an agent syncs and asks."""
-    from dso.demo import run_demo
+    from dso.interfaces.demo import run_demo
 
     summary = run_demo(console)
     if summary["statuses"] != {1: "accepted", 2: "accepted", 3: "accepted", 4: "accepted", 5: "rejected"}:

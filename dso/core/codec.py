@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dso.embed import MODEL_ID as DEFAULT_MODEL_ID
+from dso.edges.embed import MODEL_ID as DEFAULT_MODEL_ID
 from dso.errors import CodecError
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_CODEC = "bitdelta-1"
 # Candidates to rescore with float vectors after `score`: where the default codec's recall@10 curve
 # flattens out on both benchmark data sets (bench/results/retrieval.json, "default").

@@ -14,8 +14,8 @@ One aggregator per module, each citing its paper and stating its breakdown point
 - `majority`: per-bit majority vote (Bernstein et al. 2019), 1/2 per bit; for BitDelta codes.
 """
 
-from dso.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
-from dso.aggregate.consensus import (
+from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
+from dso.core.aggregate.consensus import (
     DEFAULT_BYZANTINE_FRACTION,
     VECTOR_AGGREGATORS,
     Aggregation,
@@ -23,14 +23,14 @@ from dso.aggregate.consensus import (
     VectorAggregator,
     aggregate,
 )
-from dso.aggregate.geometric_median import geometric_median
-from dso.aggregate.krum import krum, krum_scores, multi_krum
-from dso.aggregate.majority import bitdelta_consensus, majority_bits
-from dso.aggregate.median import coordinate_median, weighted_median
-from dso.aggregate.medoid import medoid_index
-from dso.aggregate.policy import AcceptancePolicy
-from dso.aggregate.records import Report
-from dso.aggregate.trimmed_mean import trimmed_mean
+from dso.core.aggregate.geometric_median import geometric_median
+from dso.core.aggregate.krum import krum, krum_scores, multi_krum
+from dso.core.aggregate.majority import bitdelta_consensus, majority_bits
+from dso.core.aggregate.median import coordinate_median, weighted_median
+from dso.core.aggregate.medoid import medoid_index
+from dso.core.aggregate.policy import AcceptancePolicy
+from dso.core.aggregate.records import Report
+from dso.core.aggregate.trimmed_mean import trimmed_mean
 
 __all__ = [
     "DEFAULT_BYZANTINE_FRACTION",

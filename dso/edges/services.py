@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 import httpx
 
-from dso.compile import PROJECT_ROOT
+from dso.edges.compile import PROJECT_ROOT
 from dso.errors import DevnetError
 
 if TYPE_CHECKING:

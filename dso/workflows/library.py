@@ -4,7 +4,7 @@ Two kinds of entries live here:
 
 - **network** entries, the global library. Sync stores every verified report (one experience as
   one node published it in one accepted batch, keyed by batch root and leaf index) in `reports`;
-  `aggregate` then runs `dso.aggregate` over all reports from currently admitted nodes (one voice
+  `aggregate` then runs `dso.core.aggregate` over all reports from currently admitted nodes (one voice
   per node, robust statistics, the acceptance policy) and replaces the network entries with its
   clusters. The library is therefore a pure function of (verified reports, admitted nodes,
   policy): loading a batch twice, or syncing in another order, gives the same entries.
@@ -33,10 +33,10 @@ from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
-from dso.aggregate import AcceptancePolicy, Report, aggregate
-from dso.embed import Embedder
+from dso.core.aggregate import AcceptancePolicy, Report, aggregate
+from dso.edges.embed import Embedder
 from dso.errors import DsoError
-from dso.experience import Experience, domain_matches, validate_domain
+from dso.core.experience import Experience, domain_matches, validate_domain
 
 SCHEMA_VERSION = 2
 NEAR_DUPLICATE_COSINE = 0.9
@@ -158,11 +158,11 @@ class Library:
     def __init__(self, path: Path | str, embedder: Embedder, codecs: Any = None) -> None:
         """Open (or create) the library at `path`. `embedder` embeds queries and re-embeds texts
         for rescoring and clustering; `codecs` resolves (codec id, dim, baseline id) to a codec
-        (default `dso.codec.codec_for`)."""
+        (default `dso.core.codec.codec_for`)."""
         self.path = Path(path)
         self.embedder = embedder
         if codecs is None:
-            from dso.codec import codec_for
+            from dso.core.codec import codec_for
 
             codecs = codec_for
         self._codec_for = codecs
@@ -319,10 +319,10 @@ class Library:
         return summary
 
     def _load_reports(self, consensus_baseline: bytes | None) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
-        """Every stored report as a `dso.aggregate.Report` (capped per node, earliest first), the
+        """Every stored report as a `dso.core.aggregate.Report` (capped per node, earliest first), the
         published experience and baseline by id, and how many reports the cap left out. Codes
         vote only if made against `consensus_baseline` (None: no code votes)."""
-        from dso.codec import model_file_stem
+        from dso.core.codec import model_file_stem
 
         model = model_file_stem(self.embedder.model_id)
         per_node: dict[int, int] = {}
@@ -350,7 +350,7 @@ class Library:
     def _own_codec(self) -> Any:
         """bitdelta-1 for this library's model and its published baseline (the space consensus
         codes live in), or None when no baseline is shipped for the model."""
-        from dso.codec import get_codec
+        from dso.core.codec import get_codec
 
         try:
             return get_codec(BITDELTA, self.embedder.dim, model_id=self.embedder.model_id)
@@ -393,7 +393,7 @@ class Library:
         are re-ranked by local float embeddings (rescore=0 ranks by codes alone).
 
         `query_vector`, if given, is the query already in the library's space (another model's
-        query mapped by `dso.align`, e.g. ``alignment.apply(model_b.embed([query]))[0]``); it is
+        query mapped by `dso.core.align`, e.g. ``alignment.apply(model_b.embed([query]))[0]``); it is
         searched instead of embedding `query`, which then only names the query. It is normalized
         here; LibraryError unless it is a finite, non-zero 1-d vector of the library's dimension.
         """
@@ -406,7 +406,7 @@ class Library:
             if given.ndim != 1 or given.shape[0] != self.embedder.dim or given.dtype.kind not in "fiu":
                 raise LibraryError(
                     f"query_vector must be one real vector of {self.embedder.dim} values in the library's space; got shape "
-                    f"{given.shape} of {given.dtype}: map another model's query with dso.align (Alignment.apply) first"
+                    f"{given.shape} of {given.dtype}: map another model's query with dso.core.align (Alignment.apply) first"
                 )
             given = given.astype(np.float64)
             norm = float(np.linalg.norm(given))  # NaN or inf if any value is

@@ -12,16 +12,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dso.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
-from dso.aggregate.geometric_median import geometric_median
-from dso.aggregate.krum import krum, multi_krum
-from dso.aggregate.majority import bitdelta_consensus
-from dso.aggregate.median import coordinate_median, weighted_median
-from dso.aggregate.medoid import medoid_index
-from dso.aggregate.policy import AcceptancePolicy, ceil_fraction
-from dso.aggregate.records import Report
-from dso.aggregate.trimmed_mean import trimmed_mean
-from dso.codec import SCALE_BYTES, unpack_scales
+from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
+from dso.core.aggregate.geometric_median import geometric_median
+from dso.core.aggregate.krum import krum, multi_krum
+from dso.core.aggregate.majority import bitdelta_consensus
+from dso.core.aggregate.median import coordinate_median, weighted_median
+from dso.core.aggregate.medoid import medoid_index
+from dso.core.aggregate.policy import AcceptancePolicy, ceil_fraction
+from dso.core.aggregate.records import Report
+from dso.core.aggregate.trimmed_mean import trimmed_mean
+from dso.core.codec import SCALE_BYTES, unpack_scales
 from dso.errors import AggregationError, CodecError, InsufficientReports
 
 # (voice vectors (n, d), voice weights (n,)) -> consensus vector (d,)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.aggregate._checks import check_vectors, check_weights
+from dso.core.aggregate._checks import check_vectors, check_weights
 from dso.errors import AggregationError
 
 # Relative slack when asking "is the cumulative weight exactly half?": float weights accumulate

@@ -32,8 +32,8 @@ Fitting is allowed (n ≥ 2), but use well over max(d_s, d_t) anchors (the bench
 
 Using one (``dso align fit`` / ``dso query --query-model`` do the same from the command line)::
 
-    from dso.align import AlignedQueryEmbedder, anchor_sentences, fit_query_model
-    from dso.embed import load_embedder, load_query_model
+    from dso.core.align import AlignedQueryEmbedder, anchor_sentences, fit_query_model
+    from dso.edges.embed import load_embedder, load_query_model
 
     e5 = load_query_model("e5-small")
     alignment = fit_query_model(e5, load_embedder("minilm"), anchor_sentences(1_000)).alignment
@@ -54,7 +54,7 @@ import numpy as np
 from dso.errors import AlignmentError
 
 if TYPE_CHECKING:
-    from dso.embed import Embedder
+    from dso.edges.embed import Embedder
 
 FORMAT_MAGIC = b"DSOALGN"
 FORMAT_VERSION = 1
@@ -211,7 +211,7 @@ class AlignedQueryEmbedder:
     """Another model's query embeddings, delivered in the library's space: `embed(texts)` embeds
     with `model` and maps the vectors through `alignment` (unit rows of `alignment.target_dim`).
 
-    `model` is an Embedder (e.g. ``dso.embed.load_query_model("e5-small")``) or any function
+    `model` is an Embedder (e.g. ``dso.edges.embed.load_query_model("e5-small")``) or any function
     texts -> (n, d_s) array. With `target_dim` (the library's, ``library.embedder.dim``), a
     dimension mismatch on either side fails here, before anything is embedded.
 
@@ -250,7 +250,7 @@ def anchor_sentences(count: int = MAX_ANCHORS) -> list[str]:
     corpus excludes GSM8K problems 0-5,499 and all of STS-B train, where the benchmarks, tests and
     demo draw their libraries and queries from, so no measured query is also an anchor. The same
     sentences for every peer, and any prefix mixes both sources. Needs the shared data sets
-    (``dso.datasets``)."""
+    (``dso.edges.datasets``)."""
     if not MIN_ANCHORS <= count <= MAX_ANCHORS:
         raise AlignmentError(f"anchors must be between {MIN_ANCHORS} and {MAX_ANCHORS} (the benchmark's set); got {count}")
     from dso.bench.crossmodel import anchor_sentences as benchmark_anchors, datasets

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.aggregate._checks import check_vectors, check_weights, pairwise_sq_distances
+from dso.core.aggregate._checks import check_vectors, check_weights, pairwise_sq_distances
 
 
 def medoid_index(vectors: np.ndarray, weights: np.ndarray | None = None) -> int:

@@ -25,7 +25,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_hex_address, to_checksum_address
 
-from dso.config import atomic_write_text, dso_home
+from dso.edges.config import atomic_write_text, dso_home
 from dso.errors import DsoError
 
 

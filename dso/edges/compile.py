@@ -18,9 +18,9 @@ from typing import Any
 
 from dso.errors import CompileError, ToolchainError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
-ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts"
 SOLC_WRAPPER = PROJECT_ROOT / "scripts" / "solc"
 
 SOLC_VERSION = "0.8.30"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.aggregate._checks import check_f, check_vectors, pairwise_sq_distances
+from dso.core.aggregate._checks import check_f, check_vectors, pairwise_sq_distances
 from dso.errors import AggregationError, InsufficientReports
 
 

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import cbor2
 
 from dso.errors import DsoError
-from dso.experience import Experience, ExperienceError, validate_identifier
-from dso.merkle import merkle_root
+from dso.core.experience import Experience, ExperienceError, validate_identifier
+from dso.core.merkle import merkle_root
 
 DOCUMENT_VERSION = 1
 DOCUMENT_KIND = "dso/batch"

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.aggregate._checks import check_weights
-from dso.aggregate.median import weighted_median
-from dso.codec import SCALE_BYTES, pack_scales, unpack_scales
+from dso.core.aggregate._checks import check_weights
+from dso.core.aggregate.median import weighted_median
+from dso.core.codec import SCALE_BYTES, pack_scales, unpack_scales
 from dso.errors import AggregationError, CodecError
 
 

@@ -11,7 +11,7 @@ revoked by leaf challenge (`ExperienceRevoked`) are never stored, or removed if 
 The admitted node set is folded from `NodeAdmitted`/`NodeRemoved` (the constructor emits the
 initial ones), so a node the DAO removes loses its voice in every cluster at the next sync.
 Finally `Library.aggregate` turns the reports of admitted nodes into the global library with the
-acceptance policy (dso.aggregate): one voice per node, robust statistics, support by distinct
+acceptance policy (dso.core.aggregate): one voice per node, robust statistics, support by distinct
 nodes.
 
 Crash safety: the checkpoint (`$DSO_HOME/sync.json`, written atomically) advances only after the
@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dso.aggregate import AcceptancePolicy
-from dso.batch import BatchDocument, BatchError, verify_document
-from dso.chain import Registry, Status
-from dso.config import atomic_write_text, dso_home
+from dso.core.aggregate import AcceptancePolicy
+from dso.core.batch import BatchDocument, BatchError, verify_document
+from dso.edges.chain import Registry, Status
+from dso.edges.config import atomic_write_text, dso_home
 from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, ObjectTooLarge
-from dso.ipfs import ContentStore, cid_from_bytes
-from dso.library import AggregationSummary, Library, Source
+from dso.edges.ipfs import ContentStore, cid_from_bytes
+from dso.workflows.library import AggregationSummary, Library, Source
 
 STATE_VERSION = 2
 FETCH_WORKERS = 4

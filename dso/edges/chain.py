@@ -29,7 +29,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from dso.compile import load_artifact
+from dso.edges.compile import load_artifact
 from dso.errors import ChainError, ContractRevert, RpcUnavailable
 
 DEFAULT_TIMEOUT = 10.0
@@ -396,7 +396,7 @@ class Registry:
         self, proposer: LocalAccount, root: bytes | str, leaf_index: int, leaf: bytes, proof: Sequence[bytes]
     ) -> ProposalResult:
         """Propose revoking one experience of accepted batch `root`: the leaf `leaf` at `leaf_index`,
-        proven by `proof` (the audit path of `dso.merkle.prove_inclusion(leaves, leaf_index).path`).
+        proven by `proof` (the audit path of `dso.core.merkle.prove_inclusion(leaves, leaf_index).path`).
         The contract checks the proof against the batch's on-chain count."""
         path = [_as_bytes32(h, "proof entry") for h in proof]
         call = self.contract.functions.proposeRevokeLeaf(_as_bytes32(root, "root"), leaf_index, bytes(leaf), path)

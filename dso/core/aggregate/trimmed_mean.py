@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.aggregate._checks import check_f, check_vectors
+from dso.core.aggregate._checks import check_f, check_vectors
 from dso.errors import InsufficientReports
 
 
