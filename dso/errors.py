@@ -98,3 +98,34 @@ class InsufficientReports(AggregationError):
 class AlignmentError(DsoError):
     """Anchor or query vectors cannot be used for a cross-model alignment (wrong shape, NaN/inf, too
     few anchors, a dimension the alignment was not fitted for), or alignment bytes are malformed."""
+
+
+# ---- input and data
+
+
+class ExperienceError(DsoError):
+    """An experience (or its encoding) is invalid; the message names the field and the rule."""
+
+
+class BatchError(DsoError):
+    """A batch document is malformed, inconsistent, or does not match the chain."""
+
+
+class ProofError(DsoError):
+    """An inclusion proof is malformed or does not verify against the root."""
+
+
+class InputError(DsoError):
+    """An input file of experiences is malformed; the message names the line and the field."""
+
+
+class LibraryError(DsoError):
+    """The library file is unusable, or a query is malformed."""
+
+
+class WalletError(DsoError):
+    """A keystore is missing, malformed, or its password is wrong."""
+
+
+class DatasetError(DsoError):
+    """A shared data set is missing or malformed."""

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import cbor2
 
-from dso.errors import DsoError
+from dso.errors import BatchError
 from dso.core.experience import Experience, ExperienceError, validate_identifier
 from dso.core.merkle import merkle_root
 
@@ -24,10 +24,6 @@ DOCUMENT_VERSION = 1
 DOCUMENT_KIND = "dso/batch"
 MAX_DOCUMENT_BYTES = 1 << 20  # one IPFS block: the CID stays verifiable from the bytes alone
 MAX_LEAVES = 65_536
-
-
-class BatchError(DsoError):
-    """A batch document is malformed, inconsistent, or does not match the chain."""
 
 
 @dataclass(frozen=True)

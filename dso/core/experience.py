@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import cbor2
 import numpy as np
 
-from dso.errors import DsoError
+from dso.errors import ExperienceError
 
 ENCODING_VERSION = 1
 MAX_TEXT_BYTES = 1_000
@@ -32,10 +32,6 @@ CONFIDENCE_SCALE = 1_000_000
 _DOMAIN = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
 _FORBIDDEN_CHARS = {"Cc", "Cs", "Co", "Cn"}  # control, surrogate, private use, unassigned
-
-
-class ExperienceError(DsoError):
-    """An experience (or its encoding) is invalid; the message names the field and the rule."""
 
 
 def normalize_text(text: str) -> str:

@@ -18,16 +18,12 @@ from typing import Any, Sequence
 
 from pymerkle import InmemoryTree
 
-from dso.errors import DsoError
+from dso.errors import ProofError
 
 PROOF_VERSION = 1
 ALGORITHM = "sha256"
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
-
-
-class ProofError(DsoError):
-    """An inclusion proof is malformed or does not verify against the root."""
 
 
 def leaf_hash(data: bytes) -> bytes:

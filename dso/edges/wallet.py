@@ -26,11 +26,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import is_hex_address, to_checksum_address
 
 from dso.edges.config import atomic_write_text, dso_home
-from dso.errors import DsoError
-
-
-class WalletError(DsoError):
-    """A keystore is missing, malformed, or its password is wrong."""
+from dso.errors import WalletError
 
 
 # scrypt work factor N (r=8, p=1): 2**18 is geth's and eth-account's "standard" cost, ~0.8 s and

@@ -35,7 +35,7 @@ import numpy as np
 
 from dso.core.aggregate import AcceptancePolicy, Report, aggregate
 from dso.edges.embed import Embedder
-from dso.errors import DsoError
+from dso.errors import DsoError, LibraryError
 from dso.core.experience import Experience, domain_matches, validate_domain
 
 SCHEMA_VERSION = 2
@@ -79,10 +79,6 @@ CREATE TABLE IF NOT EXISTS experiences (
 );
 CREATE INDEX IF NOT EXISTS experiences_visible ON experiences(accepted);
 """
-
-
-class LibraryError(DsoError):
-    """The library file is unusable, or a query is malformed."""
 
 
 @dataclass(frozen=True)
