@@ -4,7 +4,7 @@
 
 Writes dso/data/all-MiniLM-L6-v2.mean.npy (384 float32, little-endian) and a sidecar .mean.json
 with its baseline_id (hex sha256 of those bytes) and the provenance of the corpus. The corpus is
-`dso.bench.retrieval.baseline_corpus()`: GSM8K train questions 5,500-7,472 and the STS-B dev
+`dso.edges.datasets.baseline_corpus()`: GSM8K train questions 5,500-7,472 and the STS-B dev
 sentences, disjoint from every text the retrieval benchmark indexes or queries, so the benchmark
 measures the baseline on data it was not fitted on. The float model ("minilm") is the reference;
 the int8 build shares its space.
@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from dso.bench.retrieval import baseline_corpus, cached_embeddings, texts_digest
+from dso.bench.retrieval import cached_embeddings, texts_digest
+from dso.edges.datasets import baseline_corpus
 from dso.core.codec import DATA_DIR, DEFAULT_MODEL_ID, baseline_id, model_file_stem
 from dso.edges.config import atomic_write_text
 
@@ -39,7 +40,7 @@ def main() -> int:
         "dtype": "float32 little-endian",
         "dim": int(mean.shape[0]),
         "corpus": "GSM8K train questions 5500-7472 + distinct STS-B dev sentences not in STS-B train "
-        "(dso.bench.retrieval.baseline_corpus)",
+        "(dso.edges.datasets.baseline_corpus)",
         "texts": len(corpus),
         "texts_digest": texts_digest(corpus),
     }

@@ -5,7 +5,8 @@
 CONFIG names the chain, the registry, the store, the paths and `kill_point`. When the job reaches
 that point the driver prints ``AT <kill_point>`` and sleeps, so the test can kill it exactly there;
 with no kill point it runs to the end and prints ``DONE``. The wrappers below only observe: the job
-itself is the product code (dso.workflows.publish.submit, dso.workflows.sync.sync), unchanged.
+itself is the product code (dso.workflows.publish.publish, the path `dso submit` takes, and
+dso.workflows.sync.sync), unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dso.edges.chain import Registry
 from dso.edges.embed import load_embedder
 from dso.edges.ipfs import KuboClient, LocalStore
 from dso.workflows.library import Library
-from dso.workflows.publish import Outbox, submit
+from dso.workflows.publish import Outbox, publish, read_insights
 
 
 def pause_if(point: str, wanted: str | None) -> None:
@@ -54,7 +55,7 @@ def main() -> None:
             return result
 
         store.put, registry.submit_batch = put, submit_batch
-        submit(Path(config["jsonl"]), node, embedder, store, registry, Outbox(Path(config["outbox"])))
+        publish(read_insights(Path(config["jsonl"])), node, lambda: embedder, Outbox(Path(config["outbox"])), lambda: (store, registry))
     else:
         real_write = sync_module.atomic_write_text
 

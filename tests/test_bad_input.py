@@ -33,7 +33,7 @@ from dso.edges.embed import EmbeddingError, load_embedder
 from dso.errors import DsoError, InvalidCid, ObjectTooLarge
 from dso.core.experience import MAX_METADATA_BYTES, MAX_TEXT_BYTES, Experience, ExperienceError, check_embedding, validate_metadata, validate_text
 from dso.edges.ipfs import CID_PREFIX, MAX_OBJECT_BYTES, KuboClient, cid_from_bytes, cid_of, cid_to_bytes
-from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
+from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
 from dso.edges.wallet import create_dev_wallets
 
 from conftest import deploy_dao
@@ -315,7 +315,7 @@ def test_an_embedder_producing_nan_fails_the_submit_before_anything_is_queued(tm
     path.write_text(insights_to_jsonl(gsm8k_insights(3)))
     outbox = Outbox(tmp_path / "outbox")
     with pytest.raises(CodecError, match="NaN"):
-        submit(path, dao.nodes[0], NanEmbedder(), None, dao.registry, outbox)  # type: ignore[arg-type]
+        publish(read_insights(path), dao.nodes[0], NanEmbedder, outbox, lambda: (None, dao.registry))  # type: ignore[arg-type]
     assert not outbox.path.exists() and dao.registry.batch_count() == 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from dso.core.align import HEADER, Alignment, fit_procrustes
-from dso.interfaces.cli import QUERY_MODELS, cli
+from dso.interfaces.cli import cli
 from dso.core.codec import baseline_id, get_codec, load_baseline
 from dso.edges.config import atomic_write_bytes
 from dso.edges.datasets import gsm8k_insights
@@ -128,4 +128,6 @@ def test_align_show_rejects_a_file_that_is_not_an_alignment(tmp_path):
 
 
 def test_the_cli_offers_every_query_model_dso_embed_can_load():
-    assert sorted(QUERY_MODELS) == sorted(QUERY_MODEL_LOADERS)
+    offered = {name: next(p.type.choices for p in command.params if p.name in ("query_model", "model"))
+               for name, command in (("query", cli.commands["query"]), ("align fit", cli.commands["align"].commands["fit"]))}
+    assert all(sorted(choices) == sorted(QUERY_MODEL_LOADERS) for choices in offered.values())

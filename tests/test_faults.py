@@ -30,7 +30,7 @@ from dso.edges.embed import load_embedder
 from dso.errors import DsoError, RpcUnavailable, StoreUnavailable
 from dso.edges.ipfs import KuboClient, LocalStore, cid_to_bytes
 from dso.workflows.library import Library, LibraryError
-from dso.workflows.publish import Outbox, insights_to_jsonl, prepare_batch, submit
+from dso.workflows.publish import Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
 from dso.workflows.sync import sync
 
 from conftest import deploy_dao
@@ -80,7 +80,7 @@ def run_driver(mode: str, config: dict, tmp_path: Path, env: dict[str, str] | No
     return output
 
 
-def publish(dao, store, embedder, node_index: int, offset: int, count: int = LESSONS, approve: bool = True) -> bytes:
+def publish_decided(dao, store, embedder, node_index: int, offset: int, count: int = LESSONS, approve: bool = True) -> bytes:
     """Node `node_index` submits lessons offset.. in its own wording; the members decide."""
     insights = gsm8k_insights(count, offset=offset, style=node_index % 4)
     document = prepare_batch(insights, dao.nodes[node_index].address, embedder, now=1_763_000_000 + offset + node_index)
@@ -95,8 +95,8 @@ def publish(dao, store, embedder, node_index: int, offset: int, count: int = LES
 
 def network(dao, store, embedder) -> list[bytes]:
     """Three nodes each report lessons 0-5 and 10-15 (two batches each); one batch is rejected."""
-    roots = [publish(dao, store, embedder, n, offset) for offset in (0, 10) for n in range(3)]
-    publish(dao, store, embedder, 0, offset=40, approve=False)
+    roots = [publish_decided(dao, store, embedder, n, offset) for offset in (0, 10) for n in range(3)]
+    publish_decided(dao, store, embedder, 0, offset=40, approve=False)
     return roots
 
 
@@ -201,7 +201,7 @@ def test_ipfs_killed_during_submit_keeps_the_batch_and_a_restarted_node_gets_it_
     node, api = start_ipfs(tmp_path / "ipfs", port=free_port())
     try:
         with KuboClient(api, timeout=3) as client:
-            committed, pending = submit(jsonl, dao.nodes[0], embedder, KillingStore(client, node.pid(), "put"), dao.registry, outbox)
+            committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (KillingStore(client, node.pid(), "put"), dao.registry))
         assert committed == [] and "StoreUnavailable" in pending[0].last_error and len(outbox.entries()) == 1
         assert dao.registry.batch_count() == 0
     finally:
@@ -307,7 +307,7 @@ def test_an_rpc_that_times_out_keeps_the_batch_for_the_next_flush(w3, accounts, 
     store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
     hanging = Registry(Web3(Web3.HTTPProvider(silent_rpc, request_kwargs={"timeout": 1})), dao.registry.address)
     started = time.monotonic()
-    committed, pending = submit(jsonl, dao.nodes[0], embedder, store, hanging, outbox)
+    committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, hanging))
     assert time.monotonic() - started < 30
     assert committed == [] and "RpcUnavailable" in pending[0].last_error and pending[0].state == "pinned"
     with Library(tmp_path / "agent.sqlite", embedder) as library, pytest.raises(RpcUnavailable):

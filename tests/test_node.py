@@ -13,7 +13,7 @@ from dso.edges.services import free_port
 from dso.edges.embed import load_embedder
 from dso.errors import RpcUnavailable
 from dso.edges.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
-from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, read_insights, submit
+from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
 
 from conftest import deploy_dao
 
@@ -58,7 +58,7 @@ def test_submit_pins_commits_and_empties_the_outbox(w3, accounts, ipfs_api, embe
     dao = deploy_dao(w3, accounts, n_nodes=1)
     outbox = Outbox(tmp_path / "outbox")
     with KuboClient(ipfs_api) as store:
-        committed, pending = submit(jsonl, dao.nodes[0], embedder, store, dao.registry, outbox)
+        committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, dao.registry))
         assert pending == [] and outbox.entries() == []
         [done] = committed
         info = dao.registry.batch(bytes.fromhex(done.root))
@@ -71,7 +71,7 @@ def test_ipfs_down_keeps_the_batch_and_a_later_flush_commits_it_once(w3, account
     dao = deploy_dao(w3, accounts, n_nodes=1)
     outbox = Outbox(tmp_path / "outbox")
     with KuboClient(f"http://127.0.0.1:{free_port()}", timeout=2) as dead:
-        committed, pending = submit(jsonl, dao.nodes[0], embedder, dead, dao.registry, outbox)
+        committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (dead, dao.registry))
     assert committed == [] and len(pending) == 1 and "StoreUnavailable" in pending[0].last_error
     assert dao.registry.batch_count() == 0
     assert json.loads((outbox.path / f"{pending[0].root}.json").read_text())["state"] == "queued"
@@ -86,7 +86,7 @@ def test_rpc_down_keeps_the_batch_pinned_for_the_next_flush(w3, accounts, embedd
     dao = deploy_dao(w3, accounts, n_nodes=1)
     store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
     dead_chain = Registry(Web3(Web3.HTTPProvider(f"http://127.0.0.1:{free_port()}", request_kwargs={"timeout": 2})), dao.registry.address)
-    committed, pending = submit(jsonl, dao.nodes[0], embedder, store, dead_chain, outbox)
+    committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, dead_chain))
     assert committed == [] and pending[0].state == "pinned" and "RpcUnavailable" in pending[0].last_error
     root = pending[0].root
     committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])

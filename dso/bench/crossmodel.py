@@ -23,7 +23,7 @@ run time):
 Data (``../shared/data``), disjoint parts: GSM8K questions 0-1,999 documents, 2,000-2,199 queries;
 STS-B train: the first 2,000 distinct first sentences documents, 200 partner sentences queries;
 anchors: 500 GSM8K questions and 500 STS-B dev sentences, evenly spread over the retrieval
-benchmark's baseline corpus (``dso.bench.retrieval.baseline_corpus_parts``), which excludes every
+benchmark's baseline corpus (``dso.edges.datasets.baseline_corpus_parts``), which excludes every
 text used here. Embeddings are cached under ``.cache/embeddings`` with the seconds they took.
 """
 
@@ -38,23 +38,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dso.core.align import Alignment, fit_procrustes
-from dso.bench.retrieval import (
-    CACHE_DIR,
-    RetrievalSet,
-    baseline_corpus_parts,
-    recall,
-    texts_digest,
-    top_indices,
-    unique,
-)
+from dso.bench.retrieval import CACHE_DIR, RetrievalSet, recall, texts_digest, top_indices
+from dso.core.align import MAX_ANCHORS, Alignment, fit_procrustes
 from dso.core.codec import DEFAULT_CODEC, get_codec
-from dso.edges.datasets import gsm8k_questions, sts_pairs
+from dso.edges.datasets import anchor_sentences, gsm8k_questions, sts_pairs, unique
 from dso.errors import EmbedderUnavailable
 
 DOCS = 2_000
 QUERIES = 200
-ANCHORS_PER_SOURCE = 500
 ANCHOR_SWEEP = (250, 500, 1_000)
 K = 10
 
@@ -122,12 +113,10 @@ def datasets() -> list[RetrievalSet]:
     ]
 
 
-def anchor_sentences(evaluation: list[RetrievalSet]) -> list[str]:
-    """1,000 anchors interleaved from the two baseline-corpus parts (so any prefix mixes both),
-    checked disjoint from every evaluation text."""
-    parts = baseline_corpus_parts()
-    picks = [texts[:: len(texts) // ANCHORS_PER_SOURCE][:ANCHORS_PER_SOURCE] for texts in parts.values()]
-    anchors = [t for pair in zip(*picks) for t in pair]
+def checked_anchors(evaluation: list[RetrievalSet]) -> list[str]:
+    """The 1,000 shared anchors (dso.edges.datasets.anchor_sentences), checked disjoint from every
+    evaluation text."""
+    anchors = anchor_sentences(MAX_ANCHORS)
     used = {t for s in evaluation for t in s.docs + s.queries}
     if used & set(anchors):
         raise RuntimeError("anchor sentences overlap the evaluation texts")
@@ -201,7 +190,7 @@ def run() -> dict[str, Any]:
     """Embed (or load cached) texts with MiniLM and each available model B, and measure every row."""
     started = time.perf_counter()
     evaluation = datasets()
-    anchors = anchor_sentences(evaluation)
+    anchors = checked_anchors(evaluation)
     rows, costs, skipped = [], {}, {}
     for model in MODELS:
         try:

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dso.core.codec import DEFAULT_CODEC, RESCORE_DEPTH, Codec, baseline_id, get_codec, load_baseline
-from dso.edges.datasets import StsPair, gsm8k_questions, sts_pairs
+from dso.edges.datasets import StsPair, baseline_corpus_parts, gsm8k_questions, sts_pairs, unique
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO_ROOT / ".cache" / "embeddings"
@@ -65,11 +65,6 @@ class RetrievalSet:
     queries: list[str]
 
 
-def unique(texts: list[str]) -> list[str]:
-    """Drop repeated texts, keeping first occurrences in order (duplicates make top-10 ties)."""
-    return list(dict.fromkeys(texts))
-
-
 def gsm8k_set(questions: list[str] | None = None) -> RetrievalSet:
     """GSM8K: questions 0-4,999 are the documents, questions 5,000-5,499 the held-out queries."""
     questions = questions if questions is not None else gsm8k_questions()
@@ -85,27 +80,6 @@ def sts_set(pairs: list[StsPair] | None = None) -> RetrievalSet:
     partners = unique([p.second for p in pairs if p.first in indexed and p.second != p.first])
     step = len(partners) // STS_QUERIES
     return RetrievalSet("sts-b", docs, partners[::step][:STS_QUERIES])
-
-
-def baseline_corpus_parts() -> dict[str, list[str]]:
-    """The corpus the published mean vector is fitted on, by source, disjoint from every benchmark
-    text: GSM8K questions 5,500-7,472 and the distinct STS-B dev sentences that do not also occur in
-    STS-B train. Math word problems and short general sentences, so the baseline is tuned to neither
-    benchmark domain alone."""
-    questions = gsm8k_questions()
-    benchmark = set(questions[: GSM8K_DOCS + GSM8K_QUERIES])
-    benchmark |= {s for p in sts_pairs("train") for s in (p.first, p.second)}
-    dev = unique([s for p in sts_pairs("dev") for s in (p.first, p.second)])
-    return {
-        "gsm8k": [t for t in questions[GSM8K_DOCS + GSM8K_QUERIES :] if t not in benchmark],
-        "sts-b": [t for t in dev if t not in benchmark],
-    }
-
-
-def baseline_corpus() -> list[str]:
-    """All texts of baseline_corpus_parts(), GSM8K part first."""
-    parts = baseline_corpus_parts()
-    return parts["gsm8k"] + parts["sts-b"]
 
 
 def texts_digest(texts: list[str]) -> str:

@@ -32,7 +32,8 @@ Fitting is allowed (n ≥ 2), but use well over max(d_s, d_t) anchors (the bench
 
 Using one (``dso align fit`` / ``dso query --query-model`` do the same from the command line)::
 
-    from dso.core.align import AlignedQueryEmbedder, anchor_sentences, fit_query_model
+    from dso.core.align import AlignedQueryEmbedder, fit_query_model
+    from dso.edges.datasets import anchor_sentences
     from dso.edges.embed import load_embedder, load_query_model
 
     e5 = load_query_model("e5-small")
@@ -62,7 +63,7 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<7sBIIf")
 REDUCTIONS = ("pad", "pca")
 MIN_ANCHORS = 2
-# The cross-model benchmark's anchor set (dso.bench.crossmodel.anchor_sentences) holds 1,000.
+# The shared anchor set (dso.edges.datasets.anchor_sentences) holds 1,000.
 MAX_ANCHORS = 1_000
 
 
@@ -241,21 +242,6 @@ class AlignedQueryEmbedder:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.alignment.apply(np.asarray(self._embed(items)))
-
-
-def anchor_sentences(count: int = MAX_ANCHORS) -> list[str]:
-    """The first `count` anchor sentences of the cross-model benchmark
-    (``dso.bench.crossmodel.anchor_sentences``): GSM8K questions and STS-B dev sentences, alternating,
-    spread over the codec baseline's corpus (``dso.bench.retrieval.baseline_corpus_parts``). That
-    corpus excludes GSM8K problems 0-5,499 and all of STS-B train, where the benchmarks, tests and
-    demo draw their libraries and queries from, so no measured query is also an anchor. The same
-    sentences for every peer, and any prefix mixes both sources. Needs the shared data sets
-    (``dso.edges.datasets``)."""
-    if not MIN_ANCHORS <= count <= MAX_ANCHORS:
-        raise AlignmentError(f"anchors must be between {MIN_ANCHORS} and {MAX_ANCHORS} (the benchmark's set); got {count}")
-    from dso.bench.crossmodel import anchor_sentences as benchmark_anchors, datasets
-
-    return benchmark_anchors(datasets())[:count]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
-from web3._utils.events import get_event_data
 from web3.exceptions import (
     BlockNotFound,
     ContractCustomError,
@@ -210,7 +209,7 @@ class ErrorDecoder:
             return ContractRevert("Unknown", (raw.hex(),), f"contract reverted with unrecognized data 0x{raw.hex()}")
         name, types = known
         values = tuple(abi_decode(types, raw[4:])) if types else ()
-        args = tuple(_plain(v) for v in values)
+        args = tuple(_error_arg_text(v) for v in values)
         if name in _STATUS_ERRORS:  # show the status by name: NotPending(accepted), not NotPending(2)
             rendered = ", ".join(Status(v).name.lower() if isinstance(v, int) and i == _STATUS_ERRORS[name] else str(v) for i, v in enumerate(args))
             return ContractRevert(name, args, f"contract reverted with {name}({rendered})")
@@ -228,7 +227,8 @@ def _abi_type(inp: dict[str, Any]) -> str:
     return inp["type"]
 
 
-def _plain(value: Any) -> Any:
+def _error_arg_text(value: Any) -> Any:
+    """A decoded custom-error argument as users read it: bytes as 0x hex, the rest unchanged."""
     return "0x" + value.hex() if isinstance(value, bytes) else value
 
 
@@ -246,9 +246,9 @@ class Registry:
         self.address = to_checksum_address(address)
         self.contract = w3.eth.contract(address=self.address, abi=self.abi)
         self.errors = ErrorDecoder(self.abi)
-        self._events = {
-            HexBytes(Web3.keccak(text=_event_signature(item))): item for item in self.abi if item["type"] == "event"
-        }
+        # topic0 -> event name; decoding goes through web3's public ContractEvent.process_log.
+        self._topic_of = {item["name"]: Web3.keccak(text=_event_signature(item)).to_0x_hex() for item in self.abi if item["type"] == "event"}
+        self._events = {HexBytes(topic): name for name, topic in self._topic_of.items()}
 
     # ------------------------------------------------------------------ construction
 
@@ -530,14 +530,35 @@ class Registry:
             start = stop + 1
         return EventPage(found, from_block, max(end, from_block - 1))
 
+    def batch_submission(self, root: bytes | str, from_block: int = 0, chunk: int = 5_000) -> RegistryEvent | None:
+        """The `BatchSubmitted` event of batch `root` (its CID, count, schema and node), or None if
+        the chain holds no such batch.
+
+        The root is an indexed topic, so the node filters the logs and nothing of other batches is
+        transferred; windows of `chunk` blocks are searched from the head backwards down to
+        `from_block` (the deploy block), so a recent batch is found in one or two requests.
+        """
+        root32 = _as_bytes32(root, "root")
+        if self.batch(root32).tally.status == Status.NONE:
+            return None
+        topics = [self._topic_of["BatchSubmitted"], HexBytes(root32).to_0x_hex()]
+        stop = _rpc(lambda: self.w3.eth.block_number)
+        while stop >= from_block:
+            start = max(from_block, stop - chunk + 1)
+            logs = _rpc(lambda: self.w3.eth.get_logs({"address": self.address, "fromBlock": start, "toBlock": stop, "topics": topics}))
+            if logs:
+                return self._decode_log(logs[0])
+            stop = start - 1
+        return None
+
     def _decode_log(self, log: Any) -> RegistryEvent:
-        abi = self._events.get(HexBytes(log["topics"][0]))
-        if abi is None:
+        name = self._events.get(HexBytes(log["topics"][0]))
+        if name is None:
             raise ChainError(f"unrecognized log topic {HexBytes(log['topics'][0]).hex()} from the registry")
-        data = get_event_data(self.w3.codec, abi, log)
+        data = self.contract.events[name]().process_log(log)
         return RegistryEvent(
             name=data["event"],
-            args={k: _plain_arg(v) for k, v in data["args"].items()},
+            args={k: _event_arg_value(v) for k, v in data["args"].items()},
             block_number=data["blockNumber"],
             tx_hash=HexBytes(data["transactionHash"]).to_0x_hex(),
             log_index=data["logIndex"],
@@ -552,7 +573,8 @@ class Registry:
             raise self.errors.decode(getattr(exc, "data", None)) from exc
 
     def _transact(self, sender: LocalAccount, fn: Any) -> Any:
-        tx = {"to": self.address, "data": fn._encode_transaction_data()}
+        data = self.contract.encode_abi(fn.abi_element_identifier, args=fn.args, kwargs=fn.kwargs)
+        tx = {"to": self.address, "data": data}
         return _send(self.w3, sender, tx, self.errors)
 
     def _propose(self, proposer: LocalAccount, fn: Any) -> ProposalResult:
@@ -643,7 +665,8 @@ def _proposal_info(raw: Sequence[Any]) -> ProposalInfo:
     return ProposalInfo(int(proposal_id), ProposalKind(kind), account, bytes(batch), _tally(tally), int(leaf_index), bytes(leaf_hash))
 
 
-def _plain_arg(value: Any) -> Any:
+def _event_arg_value(value: Any) -> Any:
+    """A decoded event argument as dso stores it: byte strings as plain `bytes`, not HexBytes."""
     return bytes(value) if isinstance(value, (bytes, bytearray, HexBytes)) else value
 
 

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dso.edges.compile import PROJECT_ROOT
-from dso.errors import DsoError
+from dso.core.align import MAX_ANCHORS, MIN_ANCHORS
+from dso.errors import AlignmentError, DatasetError
 from dso.core.experience import Insight
+
+# GSM8K questions 0..5,499 are where the benchmarks, tests and the demo draw libraries and queries
+# from; the codec baseline and the alignment anchors use only the questions after them.
+BENCHMARK_GSM8K_QUESTIONS = 5_500
+ANCHORS_PER_SOURCE = MAX_ANCHORS // 2
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s")
@@ -36,10 +42,6 @@ _COMMON_OPENINGS = {
     "A", "An", "The", "On", "In", "At", "Each", "Every", "If", "It", "It's", "There", "This", "These",
     "For", "During", "After", "Before", "Some", "One", "Two", "Three", "Four", "Five", "Last", "Today",
 }
-
-
-class DatasetError(DsoError):
-    """A shared data set is missing or malformed."""
 
 
 def data_dir() -> Path:
@@ -129,3 +131,41 @@ def sts_pairs(split: str = "train") -> list[StsPair]:
     if not pairs:
         raise DatasetError(f"{path} holds no STS-B rows")
     return pairs
+
+
+def unique(texts: list[str]) -> list[str]:
+    """Drop repeated texts, keeping first occurrences in order (duplicates make top-10 ties)."""
+    return list(dict.fromkeys(texts))
+
+
+def baseline_corpus_parts() -> dict[str, list[str]]:
+    """The corpus the published mean vector is fitted on, by source, disjoint from every benchmark
+    text: GSM8K questions 5,500-7,472 and the distinct STS-B dev sentences that do not also occur in
+    STS-B train. Math word problems and short general sentences, so the baseline is tuned to neither
+    benchmark domain alone."""
+    questions = gsm8k_questions()
+    benchmark = set(questions[:BENCHMARK_GSM8K_QUESTIONS])
+    benchmark |= {s for p in sts_pairs("train") for s in (p.first, p.second)}
+    dev = unique([s for p in sts_pairs("dev") for s in (p.first, p.second)])
+    return {
+        "gsm8k": [t for t in questions[BENCHMARK_GSM8K_QUESTIONS:] if t not in benchmark],
+        "sts-b": [t for t in dev if t not in benchmark],
+    }
+
+
+def baseline_corpus() -> list[str]:
+    """All texts of baseline_corpus_parts(), GSM8K part first."""
+    parts = baseline_corpus_parts()
+    return parts["gsm8k"] + parts["sts-b"]
+
+
+def anchor_sentences(count: int = MAX_ANCHORS) -> list[str]:
+    """The first `count` of the 1,000 anchor sentences peers fit cross-model alignments on
+    (`dso align fit`, `dso.core.align.fit_query_model`): GSM8K questions and STS-B dev sentences,
+    alternating (any prefix mixes both), spread evenly over `baseline_corpus_parts`, which excludes
+    every text the benchmarks, tests and demo draw libraries and queries from. The same sentences
+    for every peer."""
+    if not MIN_ANCHORS <= count <= MAX_ANCHORS:
+        raise AlignmentError(f"anchors must be between {MIN_ANCHORS} and {MAX_ANCHORS} (the benchmark's set); got {count}")
+    picks = [texts[:: len(texts) // ANCHORS_PER_SOURCE][:ANCHORS_PER_SOURCE] for texts in baseline_corpus_parts().values()]
+    return [t for pair in zip(*picks) for t in pair][:count]

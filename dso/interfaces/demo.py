@@ -25,14 +25,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from dso.edges.chain import Registry, connect
-from dso.edges.datasets import gsm8k_insights, gsm8k_records, sts_pairs
-from dso.edges.services import dev_accounts, free_port, start_anvil, start_ipfs
-from dso.edges.embed import load_embedder
 from dso.core.experience import Insight
+from dso.edges.datasets import gsm8k_insights, gsm8k_records, sts_pairs
+from dso.edges.embed import load_embedder
 from dso.edges.ipfs import KuboClient
+from dso.edges.services import free_port
+from dso.workflows.devnet import Devnet, bring_up
 from dso.workflows.library import Library
-from dso.workflows.publish import Outbox, insights_to_jsonl, submit
+from dso.workflows.publish import Outbox, insights_to_jsonl, publish, read_insights
 from dso.workflows.sync import sync
 
 NODES = 4
@@ -40,6 +40,7 @@ SHARED_LESSONS = 32  # each learned by NODES - 1 nodes
 NICHE_PER_NODE = 2  # lessons only one node reports
 CARELESS_SIZE = 24
 QUESTIONS_OFFSET = 7_000  # GSM8K problems far from the ones the nodes distil
+VOTING_PERIOD = 600
 
 
 @dataclass(frozen=True)
@@ -73,44 +74,33 @@ def run_demo(console: Console) -> dict[str, object]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dso-demo-") as home:
         state = Path(home)
-        say("Starting the devnet: Anvil and an offline IPFS node")
-        anvil, rpc_url = start_anvil(state, port=free_port())
+        say("Starting the devnet: Anvil and an offline IPFS node; deploying ExperienceRegistry with 5 DAO members, 4 admitted nodes, no owner key")
+        net = bring_up(state, anvil_port=free_port(), ipfs_port=free_port(), voting_period=VOTING_PERIOD)
         try:
-            ipfs, ipfs_api = start_ipfs(state, port=free_port())
-        except BaseException:
-            anvil.stop()
-            raise
-        try:
-            return _run(console, say, state, rpc_url, ipfs_api, started)
+            return _run(console, say, state, net, started)
         finally:
-            ipfs.stop()
-            anvil.stop()
+            net.stop()
             say("Devnet stopped")
 
 
-def _run(console: Console, say, state: Path, rpc_url: str, ipfs_api: str, started: float) -> dict[str, object]:
-    w3 = connect(rpc_url)
-    accounts = dev_accounts(10)
-    deployer, members, nodes = accounts[0], accounts[1:6], accounts[6:10]
-    say("Deploying ExperienceRegistry: 5 DAO members, 4 admitted nodes, no owner key")
-    registry, deploy = Registry.deploy(w3, deployer, [m.address for m in members], [n.address for n in nodes], voting_period=600)
-
+def _run(console: Console, say, state: Path, net: Devnet, started: float) -> dict[str, object]:
+    registry, deploy, deployer, members, nodes = net.registry, net.deploy, net.deployer, net.members, net.nodes
     say("Loading the embedding model (all-MiniLM-L6-v2, offline)")
     embedder = load_embedder("minilm")
     submitted: list[SubmittedBatch] = []
     inputs = node_inputs()
     shared_text = inputs[1][2][0].text  # shared lesson 0 as node 2 words it (nodes 2-4 report it)
-    with KuboClient(ipfs_api) as store:
+    with KuboClient(net.ipfs_api) as store:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("nodes submitting batches", total=len(inputs))
             for index, (node, label, insights, honest) in enumerate(inputs):
                 path = state / f"batch{index + 1}.jsonl"
                 path.write_text(insights_to_jsonl(insights))
                 outbox = Outbox(state / f"outbox-node{node}")
-                committed, pending = submit(path, nodes[node - 1], embedder, store, registry, outbox)
-                if pending:
-                    raise RuntimeError(f"node {node} could not commit: {pending[0].last_error}")
-                c = committed[0]
+                result = publish(read_insights(path), nodes[node - 1], lambda: embedder, outbox, lambda: (store, registry))
+                if result.pending:
+                    raise RuntimeError(f"node {node} could not commit: {result.pending[0].last_error}")
+                c = result.committed[0]
                 submitted.append(SubmittedBatch(node, c.root, c.count, c.bytes, c.gas_used or 0, label, honest))
                 bar.advance(task)
         for b in submitted:

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from eth_account.signers.local import LocalAccount
 
@@ -23,15 +23,11 @@ from dso.edges.chain import Registry, Status
 from dso.core.codec import DEFAULT_CODEC, DEFAULT_MODEL_ID, baseline_id, get_codec, load_baseline, model_file_stem
 from dso.edges.config import atomic_write_bytes, atomic_write_text, dso_home
 from dso.edges.embed import Embedder
-from dso.errors import ContractRevert, DsoError
+from dso.errors import ContractRevert, DsoError, InputError
 from dso.core.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
 from dso.edges.ipfs import ContentStore, cid_to_bytes
 
 MODEL_NAME = model_file_stem(DEFAULT_MODEL_ID)  # the short id experiences carry: "all-MiniLM-L6-v2"
-
-
-class InputError(DsoError):
-    """An input file of experiences is malformed; the message names the line and the field."""
 
 
 def read_insights(path: Path) -> list[Insight]:
@@ -199,20 +195,34 @@ class Outbox:
         return Committed(entry.root, cid, entry.count, entry.bytes, result.tx.gas_used, result.tx.tx_hash)
 
 
-def submit(
-    path: Path,
+class PublishResult(NamedTuple):
+    """What `publish` did: the batches the chain now holds, and those still in the outbox."""
+
+    committed: list[Committed]
+    pending: list[OutboxEntry]
+
+
+def publish(
+    insights: Sequence[Insight],
     node: LocalAccount,
-    embedder: Embedder,
-    store: ContentStore,
-    registry: Registry,
-    outbox: Outbox | None = None,
-) -> tuple[list[Committed], list[OutboxEntry]]:
-    """Validate, embed and batch a JSONL file, queue it in the outbox, then flush the outbox
-    (this batch and any left from earlier failures)."""
-    outbox = outbox or Outbox()
-    document = prepare_batch(read_insights(path), node.address, embedder)
-    outbox.add(document)
-    return outbox.flush(store, registry, node)
+    load_embedder: Callable[[], Embedder],
+    outbox: Outbox,
+    services: Callable[[], tuple[ContentStore, Registry]],
+) -> PublishResult:
+    """The one publish path (`dso submit`, the demo, the fault suite): embed and batch validated
+    insights, queue the batch in the outbox, then pin and commit it with everything else waiting
+    there.
+
+    `load_embedder` is called only now that the input is known to be valid (a model load takes
+    seconds; a malformed file should fail before it); `services` opens the content store and the registry only after the batch is safe on disk, so an
+    unreachable RPC loses nothing (DsoError says the batch waits in the outbox).
+    """
+    entry = outbox.add(prepare_batch(insights, node.address, load_embedder()))
+    try:
+        store, registry = services()
+    except DsoError as exc:
+        raise DsoError(f"batch {entry.root[:16]} is safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
+    return PublishResult(*outbox.flush(store, registry, node))
 
 
 def insights_to_jsonl(insights: Iterable[Any]) -> str:

@@ -31,25 +31,22 @@ from pathlib import Path
 from typing import Callable
 
 from dso.core.aggregate import AcceptancePolicy
-from dso.core.batch import BatchDocument, BatchError, verify_document
+from dso.core.batch import BatchError
 from dso.edges.chain import Registry, Status
 from dso.edges.config import atomic_write_text, dso_home
+from dso.edges.ipfs import ContentStore
 from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, ObjectTooLarge
-from dso.edges.ipfs import ContentStore, cid_from_bytes
 from dso.workflows.library import AggregationSummary, Library, Source
+from dso.workflows.verify import Commitment, fetch_and_verify
 
 STATE_VERSION = 2
 FETCH_WORKERS = 4
 
 
 @dataclass
-class BatchRecord:
-    """What the chain said about one batch."""
+class BatchRecord(Commitment):
+    """What the chain said about one batch: its commitment, then its fate."""
 
-    cid: str
-    count: int
-    schema: str
-    node_id: int
     status: str = "pending"  # pending | accepted | rejected | revoked
     loaded: bool = False
     invalid: str | None = None  # why the fetched document was refused, if it was
@@ -121,7 +118,7 @@ def apply_events(state: SyncState, events: list) -> None:
         args = event.args
         if event.name == "BatchSubmitted":
             root = args["root"].hex()
-            state.batches.setdefault(root, BatchRecord(_cid_text(args["cid"]), int(args["count"]), args["schema"].hex(), int(args["nodeId"])))
+            state.batches.setdefault(root, BatchRecord(**asdict(Commitment.from_event(event))))
         elif event.name == "BatchFinalized" and args["root"].hex() in state.batches:
             state.batches[args["root"].hex()].status = "accepted" if Status(args["status"]) == Status.ACCEPTED else "rejected"
         elif event.name == "BatchRevoked" and args["root"].hex() in state.batches:
@@ -134,27 +131,6 @@ def apply_events(state: SyncState, events: list) -> None:
             state.admitted[str(int(args["nodeId"]))] = args["node"]
         elif event.name == "NodeRemoved":
             state.admitted.pop(str(int(args["nodeId"])), None)
-
-
-UNPARSEABLE = "unparseable:"
-
-
-def _cid_text(raw: bytes) -> str:
-    """The CID a node committed, as text; one the contract took but no client can parse (it only
-    checks non-emptiness) is kept as hex so that its batch is refused when it would be loaded,
-    instead of stopping every sync at the event."""
-    try:
-        return cid_from_bytes(raw)
-    except InvalidCid:
-        return UNPARSEABLE + bytes(raw).hex()
-
-
-def fetch_and_verify(store: ContentStore, root: str, record: BatchRecord) -> BatchDocument:
-    """Fetch a batch by CID and check it against the chain's root, count and schema."""
-    if record.cid.startswith(UNPARSEABLE):
-        cid_from_bytes(bytes.fromhex(record.cid[len(UNPARSEABLE):]))  # raises InvalidCid with the reason
-    data = store.get(record.cid)
-    return verify_document(data, bytes.fromhex(root), record.count, bytes.fromhex(record.schema))
 
 
 def sync(

@@ -1,0 +1,102 @@
+"""`dso sync` and `dso query`: an agent builds its library from the chain and asks it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from dso.edges.config import load_config
+from dso.edges.embed import QUERY_MODEL_LOADERS
+from dso.errors import DsoError
+from dso.interfaces.cli.options import console, library_path, open_registry, open_store
+
+
+@click.command("sync")
+@click.option("--confirmations", default=0, show_default=True, help="Ignore the newest N blocks (reorg safety on real networks).")
+@click.option("--min-nodes", default=3, show_default=True, help="Distinct admitted nodes an experience needs (at least 2).")
+@click.option("--support-fraction", default=0.05, show_default=True, help="...or this share of the nodes that reported anything, if more.")
+@click.option("--min-confidence", default=0.5, show_default=True, help="Median confidence over the node voices an experience needs.")
+def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float) -> None:
+    """Load every accepted, verified batch, drop revoked ones, and aggregate the reports of
+    admitted nodes into the local library (robust statistics, one voice per node)."""
+    from rich.progress import Progress
+
+    from dso.core.aggregate import AcceptancePolicy
+    from dso.edges.embed import load_embedder
+    from dso.workflows.library import Library
+    from dso.workflows.sync import sync
+
+    config = load_config()
+    registry = open_registry()
+    policy = AcceptancePolicy(min_nodes, support_fraction, min_confidence)
+    with Library(library_path(), load_embedder("minilm")) as library, Progress(console=console, transient=True) as bar:
+        task = bar.add_task("fetching and verifying batches", total=None)
+        report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
+                      progress=lambda root, done, total: bar.update(task, completed=done, total=total), policy=policy)
+    a = report.aggregation
+    console.print(
+        f"blocks {report.from_block}-{report.to_block}: loaded {len(report.loaded)} batch(es) "
+        f"(+{report.reports_added} reports), dropped {len(report.revoked)} revoked batch(es) and "
+        f"{report.revoked_experiences} revoked experience(s), {len(report.invalid)} refused, "
+        f"{len(report.unavailable)} not yet available ({report.seconds} s)"
+    )
+    console.print(
+        f"library: {a.accepted} experiences accepted, {a.pending} awaiting support "
+        f"(>= {a.required_support} of {a.active_nodes} active nodes and median confidence >= {policy.min_confidence}); "
+        f"{a.reports} reports, {a.dropped_reports} from nodes not admitted"
+        + (f", {a.capped_reports} over the per-node cap" if a.capped_reports else "")
+        + (f", {a.invalid_codes} malformed codes left out of the vote" if a.invalid_codes else "")
+    )
+    for root, reason in report.invalid.items():
+        console.print(f"[red]refused[/red] {root[:16]}: {reason}")
+
+
+@click.command()
+@click.argument("text")
+@click.option("-k", "k", default=5, show_default=True, help="How many experiences to return.")
+@click.option("--domain", default=None, help="Only this domain and below it (e.g. math).")
+@click.option("--min-confidence", default=0.0, show_default=True, help="Only experiences at least this confident.")
+@click.option("--format", "fmt", type=click.Choice(["table", "prompt", "json"]), default="table", show_default=True)
+@click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True)
+@click.option("--query-model", type=click.Choice(sorted(QUERY_MODEL_LOADERS)), default=None, help="Embed TEXT with this model instead (needs --alignment).")
+@click.option("--alignment", "alignment_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Map --query-model's vector into the library's space with this file (`dso align fit`).")
+def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str, embedder_name: str, query_model: str | None, alignment_file: Path | None) -> None:
+    """Retrieve the experiences most relevant to TEXT from the local library."""
+    from dso.core.align import AlignedQueryEmbedder, Alignment
+    from dso.edges.embed import load_embedder, load_query_model
+    from dso.workflows.library import Library, export_json
+
+    if query_model and not alignment_file:
+        raise DsoError(
+            f"--query-model {query_model} needs --alignment FILE (the library's vectors are MiniLM's): fit one with "
+            f"`dso align fit {query_model} -o {query_model}.align`. The other way, re-embedding the library's texts with your "
+            "model, has no command (Python: dso.edges.embed); the README recommends it only if you trust your model's similarity over the library's"
+        )
+    if alignment_file and not query_model:
+        raise DsoError("--alignment needs --query-model MODEL: the model the alignment was fitted for (`dso align show FILE` prints its dimensions)")
+    alignment = Alignment.from_bytes(alignment_file.read_bytes()) if alignment_file else None
+    path = library_path()
+    if not path.exists():
+        raise DsoError(f"no library at {path}: sync one first (`dso sync`)")
+    with Library(path, load_embedder(embedder_name)) as library:
+        vector = None
+        if query_model and alignment:
+            vector = AlignedQueryEmbedder(load_query_model(query_model), alignment, target_dim=library.embedder.dim).embed([text])[0]
+        if fmt == "prompt":
+            click.echo(library.context_for(text, k=k, domain=domain, min_confidence=min_confidence, query_vector=vector))
+            return
+        hits = library.search(text, k=k, domain=domain, min_confidence=min_confidence, query_vector=vector)
+    if fmt == "json":
+        click.echo(export_json(hits))
+        return
+    via = f" ({query_model}, alignment {alignment.alignment_id[:12]})" if query_model and alignment else ""
+    table = Table(title=f"top {k} for: {text}{via}")
+    for column in ("score", "domain", "confidence", "nodes", "experience"):
+        table.add_column(column)
+    for hit in hits:
+        nodes = str(hit.support) if hit.origin == "network" else "local"
+        table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, hit.experience.text)
+    console.print(table)

@@ -1,0 +1,51 @@
+"""`dso deploy` and `dso status`: which network dso talks to, and its DAO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from dso.edges.chain import Registry, connect
+from dso.edges.config import NetworkConfig, dso_home, load_config, save_config
+from dso.edges.wallet import load_keystore, password_from_env_or_prompt
+from dso.interfaces.cli.options import console
+
+
+@click.command()
+@click.option("--rpc-url", required=True, help="JSON-RPC endpoint of the target EVM network.")
+@click.option("--keystore", "keystore", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Deployer's keystore (V3 JSON).")
+@click.option("--password-env", default=None, help="Read the keystore password from this environment variable instead of a prompt.")
+@click.option("--member", "members", multiple=True, required=True, help="Seed DAO member address (repeat).")
+@click.option("--node", "nodes", multiple=True, help="Seed node address (repeat).")
+@click.option("--voting-period", default=3 * 24 * 3_600, show_default=True, help="Seconds each batch stays open.")
+@click.option("--quorum-bps", default=5_000, show_default=True, help="Quorum, basis points of the electorate.")
+@click.option("--name", default="custom", show_default=True, help="Name recorded in the network config.")
+def deploy(rpc_url: str, keystore: Path, password_env: str | None, members: tuple[str, ...], nodes: tuple[str, ...], voting_period: int, quorum_bps: int, name: str) -> None:
+    """Deploy the registry to any EVM network and make it the active network config."""
+    deployer = load_keystore(keystore, password_from_env_or_prompt(password_env))
+    w3 = connect(rpc_url)
+    registry, tx = Registry.deploy(w3, deployer, list(members), list(nodes), voting_period=voting_period, quorum_bps=quorum_bps)
+    path = save_config(NetworkConfig(rpc_url, w3.eth.chain_id, registry.address, tx.block_number, name=name))
+    console.print(f"registry deployed at {registry.address} (block {tx.block_number}, gas {tx.gas_used:,}); config {path}")
+
+
+@click.command()
+def status() -> None:
+    """Show the active network, its DAO and its batches."""
+    config = load_config()
+    registry = Registry.at(config.rpc_url, config.registry)
+    params = registry.parameters()
+    table = Table(title=f"{config.name}: {config.registry}", show_header=False)
+    table.add_row("RPC / chain id", f"{config.rpc_url} / {config.chain_id}")
+    table.add_row("IPFS API", config.ipfs_api or f"embedded local store ({dso_home() / 'blocks'})")
+    table.add_row("voting period", f"{params['voting_period']} s")
+    table.add_row("quorum", f"{params['quorum_bps'] / 100:g}% of the electorate")
+    table.add_row("members", str(params["member_count"]))
+    table.add_row("nodes", str(sum(active for _, _, active in registry.nodes())))
+    counts: dict[str, int] = {}
+    for info in registry.all_batches():
+        counts[info.tally.status.name.lower()] = counts.get(info.tally.status.name.lower(), 0) + 1
+    table.add_row("batches", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
+    console.print(table)
