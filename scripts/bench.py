@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from dso.edges.config import atomic_write_text
+from dso.edges.files import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
 # Each module under dso/bench/ exposes run() -> results dict and markdown_table(results) -> str.

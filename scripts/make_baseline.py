@@ -21,9 +21,9 @@ import sys
 import numpy as np
 
 from dso.bench.retrieval import cached_embeddings, texts_digest
-from dso.edges.datasets import baseline_corpus
 from dso.core.codec import DATA_DIR, DEFAULT_MODEL_ID, baseline_id, model_file_stem
-from dso.edges.config import atomic_write_text
+from dso.edges.datasets import baseline_corpus
+from dso.edges.files import atomic_write_text
 
 EMBEDDER = "minilm"
 

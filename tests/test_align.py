@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from dso.core.align import HEADER, MAX_ANCHORS, AlignedQueryEmbedder, Alignment, fit_procrustes
 from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.core.experience import Experience
 from dso.edges.datasets import anchor_sentences, gsm8k_insights, gsm8k_questions
 from dso.edges.embed import MpnetEmbedder, load_embedder, load_query_model
 from dso.errors import AlignmentError, DsoError, EmbedderUnavailable, EmbeddingError
-from dso.core.experience import Experience
 from dso.workflows.library import Library, LibraryError
 
 

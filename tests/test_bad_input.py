@@ -19,24 +19,24 @@ import cbor2
 import httpx
 import numpy as np
 import pytest
+from conftest import deploy_dao
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso import config as config_module
 from dso.core.batch import MAX_DOCUMENT_BYTES, BatchDocument, BatchError, build_batch, parse_document, verify_document
-from dso.edges.chain import Status
-from dso.interfaces.cli import main
 from dso.core.codec import CodecError, codec_for, get_codec
-from dso.edges.config import NetworkConfig, atomic_write_bytes, save_config
+from dso.core.experience import MAX_METADATA_BYTES, MAX_TEXT_BYTES, Experience, ExperienceError, check_embedding, validate_metadata, validate_text
+from dso.edges import files as config_module
+from dso.edges.chain import Status
+from dso.edges.config import NetworkConfig, save_config
 from dso.edges.datasets import gsm8k_insights
 from dso.edges.embed import EmbeddingError, load_embedder
-from dso.errors import DsoError, InvalidCid, ObjectTooLarge
-from dso.core.experience import MAX_METADATA_BYTES, MAX_TEXT_BYTES, Experience, ExperienceError, check_embedding, validate_metadata, validate_text
+from dso.edges.files import atomic_write_bytes
 from dso.edges.ipfs import CID_PREFIX, MAX_OBJECT_BYTES, KuboClient, cid_from_bytes, cid_of, cid_to_bytes
-from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
 from dso.edges.wallet import create_dev_wallets
-
-from conftest import deploy_dao
+from dso.errors import DsoError, InvalidCid, ObjectTooLarge
+from dso.interfaces.cli import main
+from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
 
 GOOD = json.dumps({"text": "Check the units before adding two quantities.", "domain": "math", "confidence": 0.8})
 

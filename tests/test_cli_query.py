@@ -10,13 +10,13 @@ import numpy as np
 from click.testing import CliRunner
 
 from dso.core.align import HEADER, Alignment, fit_procrustes
-from dso.interfaces.cli import cli
 from dso.core.codec import baseline_id, get_codec, load_baseline
-from dso.edges.config import atomic_write_bytes
+from dso.core.experience import Experience
 from dso.edges.datasets import gsm8k_insights
 from dso.edges.embed import QUERY_MODEL_LOADERS, load_embedder
+from dso.edges.files import atomic_write_bytes
 from dso.errors import AlignmentError
-from dso.core.experience import Experience
+from dso.interfaces.cli import cli
 from dso.workflows.library import Library, Source
 
 NODE = bytes.fromhex("976ea74026e726554db657fa54763abd0c3a0aa9")

@@ -7,15 +7,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import deploy_dao
 
-from dso.interfaces.cli import cli
 from dso.edges.chain import Registry
 from dso.edges.config import NetworkConfig, load_config, save_config
 from dso.edges.datasets import gsm8k_insights
-from dso.workflows.publish import insights_to_jsonl
 from dso.edges.wallet import create_dev_wallets
-
-from conftest import deploy_dao
+from dso.interfaces.cli import cli
+from dso.workflows.publish import insights_to_jsonl
 
 
 @pytest.fixture

@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import deploy_dao
 
 from dso.edges.chain import Registry, Status
 from dso.edges.datasets import gsm8k_insights
-from dso.edges.services import free_port, start_anvil, start_ipfs
 from dso.edges.embed import load_embedder
-from dso.errors import DsoError, RpcUnavailable, StoreUnavailable
 from dso.edges.ipfs import KuboClient, LocalStore, cid_to_bytes
+from dso.edges.services import free_port, start_anvil, start_ipfs
+from dso.errors import DsoError, RpcUnavailable, StoreUnavailable
 from dso.workflows.library import Library, LibraryError
 from dso.workflows.publish import Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
 from dso.workflows.sync import sync
-
-from conftest import deploy_dao
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
 LESSONS = 6

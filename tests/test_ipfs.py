@@ -18,20 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from conftest import CID as CONTRACT_TEST_CID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiformats import CID, multihash
 
-from dso.edges.services import IPFS_DAEMON, IPFS_DIR, free_port, node_executable
-from dso.errors import (
-    CidMismatch,
-    ContentNotFound,
-    InvalidCid,
-    ObjectTooLarge,
-    StoreError,
-    StoreTimeout,
-    StoreUnavailable,
-)
 from dso.edges.ipfs import (
     CID_BYTES,
     MAX_OBJECT_BYTES,
@@ -45,7 +36,16 @@ from dso.edges.ipfs import (
     normalize_cid,
     verify,
 )
-from conftest import CID as CONTRACT_TEST_CID
+from dso.edges.services import IPFS_DAEMON, IPFS_DIR, free_port, node_executable
+from dso.errors import (
+    CidMismatch,
+    ContentNotFound,
+    InvalidCid,
+    ObjectTooLarge,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+)
 
 HELLO = b"hello dso"
 # What the devnet js-ipfs node answered for these bytes (/add?cid-version=1&raw-leaves=true).

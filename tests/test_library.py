@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 
 from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.core.experience import Experience
 from dso.edges.datasets import gsm8k_insights, sts_pairs
 from dso.edges.embed import load_embedder
-from dso.core.experience import Experience
 from dso.workflows.library import Library, LibraryError, Source, export_json
 
 NODE = bytes.fromhex("976ea74026e726554db657fa54763abd0c3a0aa9")

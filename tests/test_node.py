@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import deploy_dao
 from web3 import Web3
 
 from dso.edges.chain import Registry, Status
 from dso.edges.datasets import gsm8k_insights
-from dso.edges.services import free_port
 from dso.edges.embed import load_embedder
-from dso.errors import RpcUnavailable
 from dso.edges.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
+from dso.edges.services import free_port
+from dso.errors import RpcUnavailable
 from dso.workflows.publish import InputError, Outbox, insights_to_jsonl, prepare_batch, publish, read_insights
-
-from conftest import deploy_dao
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,19 @@ IPFS node and committed on a real Anvil, then fetched by a client that trusts on
 
 from __future__ import annotations
 
-
 import pytest
+from conftest import deploy_dao
 
 from dso.core.batch import BatchError, build_batch, verify_document
-from dso.edges.chain import Status
 from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.core.experience import Experience
+from dso.core.merkle import prove_inclusion, verify_inclusion
+from dso.edges.chain import Status
 from dso.edges.datasets import gsm8k_insights
 from dso.edges.embed import load_embedder
-from dso.errors import CidMismatch
-from dso.core.experience import Experience
 from dso.edges.ipfs import KuboClient, LocalStore, cid_from_bytes, cid_to_bytes
+from dso.errors import CidMismatch
 from dso.workflows.library import Library, Source
-from dso.core.merkle import prove_inclusion, verify_inclusion
-
-from conftest import deploy_dao
 
 
 @pytest.fixture(scope="module")

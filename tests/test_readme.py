@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
-
-import importlib
 
 import pytest
 

@@ -7,15 +7,14 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
+from conftest import CID, SCHEMA, VOTING_PERIOD, Dao, advance_time, deploy_dao, funded_account, root_of
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from web3 import Web3
 
+from dso.core.merkle import InclusionProof, compute_root, leaf_hash, merkle_root, node_hash, prove_inclusion
 from dso.edges.chain import ProposalKind, Registry, SignedSubmission, Status
 from dso.errors import ContractRevert
-from dso.core.merkle import InclusionProof, compute_root, leaf_hash, merkle_root, node_hash, prove_inclusion
-
-from conftest import CID, SCHEMA, VOTING_PERIOD, Dao, advance_time, deploy_dao, funded_account, root_of
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 

@@ -23,15 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import CID, SCHEMA
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from web3.exceptions import ContractCustomError, ContractLogicError
 
+from dso.core.merkle import InclusionProof, ProofError, build_tree, compute_root, leaf_hash, merkle_root, prove_inclusion
 from dso.edges.chain import Registry, SignedSubmission, Status
 from dso.errors import ContractRevert
-from dso.core.merkle import InclusionProof, ProofError, build_tree, compute_root, leaf_hash, merkle_root, prove_inclusion
-
-from conftest import CID, SCHEMA
 
 PERIOD = 100
 QUORUM_BPS = 5_000

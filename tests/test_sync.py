@@ -4,18 +4,17 @@ revocations leave it consistent with the chain."""
 from __future__ import annotations
 
 import pytest
+from conftest import advance_time, deploy_dao
 
 import dso.workflows.sync as sync_module
 from dso.edges.chain import Status
 from dso.edges.datasets import gsm8k_insights
 from dso.edges.embed import load_embedder
-from dso.errors import DsoError
 from dso.edges.ipfs import LocalStore, cid_from_bytes, cid_of, cid_to_bytes
+from dso.errors import DsoError
 from dso.workflows.library import Library
 from dso.workflows.publish import prepare_batch
 from dso.workflows.sync import sync
-
-from conftest import advance_time, deploy_dao
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from typing import Iterator
 import cbor2
 import httpx
 import pytest
+from conftest import deploy_dao
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
@@ -30,16 +31,14 @@ from pymerkle.core import _inclusion_path_layout
 from pymerkle.proof import InclusionProof as PymerkleProof
 
 from dso.core.batch import BatchDocument, BatchError, verify_document
+from dso.core.experience import Experience
+from dso.core.merkle import InclusionProof, ProofError, leaf_hash, merkle_root, node_hash, prove_inclusion, verify_inclusion
 from dso.edges.chain import Registry, SignedSubmission, Status
 from dso.edges.datasets import gsm8k_insights
 from dso.edges.embed import load_embedder
-from dso.errors import CidMismatch, ContentNotFound, InvalidCid
-from dso.core.experience import Experience
 from dso.edges.ipfs import CID_PREFIX, SHA2_256, KuboClient, LocalStore, cid_from_bytes, cid_of, cid_to_bytes, normalize_cid, verify
-from dso.core.merkle import InclusionProof, ProofError, leaf_hash, merkle_root, node_hash, prove_inclusion, verify_inclusion
+from dso.errors import CidMismatch, ContentNotFound, InvalidCid
 from dso.workflows.publish import prepare_batch
-
-from conftest import deploy_dao
 
 SEED = int(os.environ.get("DSO_FUZZ_SEED", "20260522"))
 MIN_MUTATIONS = 1_000

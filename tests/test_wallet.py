@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from eth_account import Account
 
 import dso.edges.wallet
-from dso.interfaces.cli.wallet import wallet
 from dso.edges.services import dev_accounts
 from dso.edges.wallet import (
     CHEAP_KDF_ITERATIONS,
@@ -25,6 +24,7 @@ from dso.edges.wallet import (
     unlock,
     wallet_info,
 )
+from dso.interfaces.cli.wallet import wallet
 
 CHEAP = CHEAP_KDF_ITERATIONS
 STANDARD = dso.edges.wallet.DEFAULT_KDF_ITERATIONS  # read before the fixture makes the default cheap

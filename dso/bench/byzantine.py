@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from dso.bench.retrieval import cached_embeddings
 from dso.core.aggregate import (
     DEFAULT_BYZANTINE_FRACTION,
     AcceptancePolicy,
@@ -84,7 +85,6 @@ from dso.core.aggregate import (
     trimmed_mean,
 )
 from dso.core.aggregate.policy import ceil_fraction
-from dso.bench.retrieval import cached_embeddings
 from dso.core.codec import DEFAULT_CODEC, SCALE_BYTES, Codec, get_codec
 from dso.edges.datasets import gsm8k_insights, sts_pairs
 

@@ -15,11 +15,11 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
-from dso.edges.chain import Registry, connect
 from dso.core.batch import MAX_LEAVES
+from dso.core.merkle import build_tree, prove_inclusion
+from dso.edges.chain import Registry, connect
 from dso.edges.compile import EVM_VERSION, OPTIMIZER_RUNS, SOLC_VERSION
 from dso.edges.services import anvil_executable, dev_accounts, free_port, start_anvil
-from dso.core.merkle import build_tree, prove_inclusion
 
 # Anchors measured on this machine (../shared/NOTES.md): whole-transaction gas.
 ANCHORS = {

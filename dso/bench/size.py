@@ -17,9 +17,9 @@ import numpy as np
 
 from dso.core.batch import build_batch
 from dso.core.codec import baseline_id, get_codec, load_baseline
+from dso.core.experience import Experience
 from dso.edges.datasets import gsm8k_insights
 from dso.edges.embed import load_embedder
-from dso.core.experience import Experience
 from dso.workflows.publish import MODEL_NAME
 
 SEED_CLAIMS = {

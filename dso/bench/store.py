@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from dso.edges.services import free_port, node_executable, start_ipfs
 from dso.edges.ipfs import ContentStore, KuboClient, LocalStore
+from dso.edges.services import free_port, node_executable, start_ipfs
 
 WORKLOADS = ((1_000, 2_000), (50, 200_000))  # (objects, bytes each); KB = 1,000 bytes
 SEED = 20_241_214

@@ -16,14 +16,16 @@ from typing import Any, Sequence
 
 import cbor2
 
-from dso.errors import BatchError
+from dso.core.cbor import decode_map
 from dso.core.experience import Experience, ExperienceError, validate_identifier
 from dso.core.merkle import merkle_root
+from dso.errors import BatchError
 
 DOCUMENT_VERSION = 1
 DOCUMENT_KIND = "dso/batch"
 MAX_DOCUMENT_BYTES = 1 << 20  # one IPFS block: the CID stays verifiable from the bytes alone
 MAX_LEAVES = 65_536
+DOCUMENT_FIELDS = frozenset({"v", "kind", "model", "dim", "codec", "baseline", "node", "ts", "count", "root", "leaves"})
 
 
 @dataclass(frozen=True)
@@ -113,15 +115,7 @@ def parse_document(data: bytes) -> BatchDocument:
     and the Merkle root recomputed from the leaves. Raise BatchError saying what is wrong."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise BatchError(f"document is {len(data):,} bytes, above the {MAX_DOCUMENT_BYTES:,} limit")
-    try:
-        body = cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise BatchError(f"document is not valid CBOR: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BatchError("document must be a CBOR map")
-    expected = {"v", "kind", "model", "dim", "codec", "baseline", "node", "ts", "count", "root", "leaves"}
-    if set(body) != expected:
-        raise BatchError(f"document fields wrong: missing {sorted(expected - set(body))}, unexpected {sorted(map(str, set(body) - expected))}")
+    body = decode_map(data, "document", DOCUMENT_FIELDS, frozenset(), BatchError)
     if body["v"] != DOCUMENT_VERSION or body["kind"] != DOCUMENT_KIND:
         raise BatchError(f"unsupported document {body['kind']!r} version {body['v']!r}")
     leaves = body["leaves"]

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dso.edges.embed import MODEL_ID as DEFAULT_MODEL_ID
+from dso.core.models import DIM, model_file_stem
+from dso.core.models import MODEL_ID as DEFAULT_MODEL_ID
 from dso.errors import CodecError
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -66,11 +67,6 @@ def popcount_rows(packed: np.ndarray) -> np.ndarray:
 def baseline_id(baseline: np.ndarray) -> str:
     """The id every batch header carries: hex sha256 of the baseline's float32 little-endian bytes."""
     return hashlib.sha256(np.ascontiguousarray(baseline, dtype="<f4").tobytes()).hexdigest()
-
-
-def model_file_stem(model_id: str) -> str:
-    """File-name stem of a model's package data: the id's last path part ("all-MiniLM-L6-v2")."""
-    return model_id.rsplit("/", 1)[-1]
 
 
 def load_baseline(model_id: str = DEFAULT_MODEL_ID) -> np.ndarray:
@@ -331,7 +327,7 @@ CODECS: dict[str, type[Codec]] = {BitDelta.codec_id: BitDelta, Ternary.codec_id:
 
 
 def get_codec(
-    codec_id: str = DEFAULT_CODEC, dim: int = 384, baseline: np.ndarray | None = None, *, model_id: str = DEFAULT_MODEL_ID
+    codec_id: str = DEFAULT_CODEC, dim: int = DIM, baseline: np.ndarray | None = None, *, model_id: str = DEFAULT_MODEL_ID
 ) -> Codec:
     """The codec `codec_id` for `dim`-dimensional vectors.
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import cbor2
 import numpy as np
 
+from dso.core.cbor import decode_map
 from dso.errors import ExperienceError
 
 ENCODING_VERSION = 1
@@ -28,6 +29,7 @@ MAX_ID_CHARS = 64
 MAX_METADATA_BYTES = 2_048
 MAX_CODE_BYTES = 4_096
 CONFIDENCE_SCALE = 1_000_000
+EXPERIENCE_FIELDS = frozenset({"v", "text", "domain", "conf", "model", "codec", "code", "node", "ts"})
 
 _DOMAIN = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
@@ -209,16 +211,7 @@ class Experience:
     @classmethod
     def from_bytes(cls, data: bytes) -> "Experience":
         """Strictly decode canonical bytes: schema, version, validity and canonical form."""
-        try:
-            body = cbor2.loads(data)
-        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-            raise ExperienceError(f"experience is not valid CBOR: {exc}") from exc
-        if not isinstance(body, dict):
-            raise ExperienceError("experience must be a CBOR map")
-        expected = {"v", "text", "domain", "conf", "model", "codec", "code", "node", "ts"}
-        missing, extra = expected - body.keys(), body.keys() - expected - {"meta"}
-        if missing or extra:
-            raise ExperienceError(f"experience fields wrong: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
+        body = decode_map(data, "experience", EXPERIENCE_FIELDS, frozenset({"meta"}), ExperienceError)
         if body["v"] != ENCODING_VERSION:
             raise ExperienceError(f"unsupported experience encoding version {body['v']!r}")
         conf = body["conf"]

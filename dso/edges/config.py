@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dso.edges.files import atomic_write_text
 from dso.errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -24,28 +24,6 @@ CONFIG_VERSION = 1
 def dso_home() -> Path:
     """The state directory: $DSO_HOME, else ~/.dso."""
     return Path(os.environ.get("DSO_HOME", Path.home() / ".dso")).expanduser()
-
-
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write `data` to `path` so that readers see the old or the new content, never a torn file
-    (temporary file in the same directory, then rename); `durable` fsyncs before the rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write_bytes` for UTF-8 text, always durable."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dso.edges.compile import PROJECT_ROOT
 from dso.core.align import MAX_ANCHORS, MIN_ANCHORS
-from dso.errors import AlignmentError, DatasetError
 from dso.core.experience import Insight
+from dso.edges.compile import PROJECT_ROOT
+from dso.errors import AlignmentError, DatasetError
 
 # GSM8K questions 0..5,499 are where the benchmarks, tests and the demo draw libraries and queries
 # from; the codec baseline and the alignment anchors use only the questions after them.

@@ -31,10 +31,9 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from dso.core.models import DIM, MODEL_ID
 from dso.errors import EmbedderUnavailable, EmbeddingError
 
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DIM = 384
 # sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 word pieces (sentence_bert_config.json);
 # the int8 path must cut at the same place or long texts land elsewhere in the space.
 MAX_TOKENS = 256

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 from multiformats import CID
 
-from dso.edges.config import atomic_write_bytes
+from dso.edges.files import atomic_write_bytes
 from dso.errors import (
     CidMismatch,
     ContentNotFound,

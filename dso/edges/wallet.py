@@ -25,9 +25,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_hex_address, to_checksum_address
 
-from dso.edges.config import atomic_write_text, dso_home
+from dso.edges.config import dso_home
+from dso.edges.files import atomic_write_text
 from dso.errors import WalletError
-
 
 # scrypt work factor N (r=8, p=1): 2**18 is geth's and eth-account's "standard" cost, ~0.8 s and
 # 256 MiB per unlock on a laptop, which is what a key that holds voting power deserves.

@@ -18,7 +18,9 @@ per distinct text), which restores the recall the 1-bit codes lose (bench/result
 Filters (domain prefix, minimum confidence) apply before ranking, on the consensus values.
 
 State lives in one SQLite file in WAL mode; every change is one transaction, so a crash leaves the
-library as it was before or after the change, never in between.
+library as it was before or after the change, never in between. This module owns the storage; the
+in-memory arrays searched are `dso.workflows.index.SearchIndex`, and which code an entry carries
+is `dso.workflows.codespace`.
 """
 
 from __future__ import annotations
@@ -29,23 +31,23 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from dso.core.aggregate import AcceptancePolicy, Report, aggregate
+from dso.core.aggregate import NEAR_DUPLICATE_COSINE, AcceptancePolicy, Report, aggregate
+from dso.core.experience import Experience, validate_domain
 from dso.edges.embed import Embedder
-from dso.errors import DsoError, LibraryError
-from dso.core.experience import Experience, domain_matches, validate_domain
+from dso.errors import LibraryError
+from dso.workflows.codespace import CodeSpace
+from dso.workflows.index import SearchIndex
 
 SCHEMA_VERSION = 2
-NEAR_DUPLICATE_COSINE = 0.9
 DEFAULT_RESCORE = 100
 # Reports one node may contribute to an aggregation (its earliest ones count). Clustering costs
 # O(G^2) in distinct texts, so without a bound one admitted node could make every client's sync
 # quadratic by flooding near-duplicates; honest nodes publish far fewer experiences than this.
 MAX_REPORTS_PER_NODE = 5_000
-BITDELTA = "bitdelta-1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -179,7 +181,7 @@ class Library:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"{self.path} is not a usable dso library: {exc}") from exc
-        self._index: _Index | None = None
+        self._index: SearchIndex | None = None
 
     def _has_meta(self) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is not None
@@ -280,25 +282,15 @@ class Library:
         last = self._meta("aggregation")
         if not force and last is not None and json.loads(last)["fingerprint"] == fingerprint:
             return AggregationSummary(**json.loads(last)["summary"], unchanged=True)
-        own_codec = self._own_codec()
-        consensus_baseline = bytes.fromhex(own_codec.baseline_id) if own_codec is not None else None
-        reports, published, capped = self._load_reports(consensus_baseline)
+        space = CodeSpace.of(self.embedder.model_id, self.embedder.dim)
+        reports, published, capped = self._load_reports(space)
         result = aggregate(reports, admitted, policy)
         now = int(time.time())
         rows = []
         vector_of = {r.experience_id: r.vector for r in reports}
         for cluster in result.clusters:
-            experience, baseline = published[cluster.experience_id]
-            if cluster.code is not None:
-                codec, code, baseline = BITDELTA, cluster.code, consensus_baseline
-            elif own_codec is not None:
-                # No code in this library's space voted (another model, codec or baseline, which
-                # this client may not even be able to decode): code the medoid text's local
-                # embedding instead, so that every entry is searchable.
-                codec, baseline = BITDELTA, consensus_baseline
-                code = bytes(own_codec.encode(np.asarray(vector_of[cluster.experience_id], dtype=np.float32)[None, :])[0])
-            else:
-                codec, code = experience.codec, experience.code
+            experience, published_baseline = published[cluster.experience_id]
+            codec, code, baseline = space.entry_code(cluster.code, experience, published_baseline, vector_of[cluster.experience_id])
             rows.append((cluster.experience_id, int(cluster.accepted), experience.canonical_bytes(), cluster.text, cluster.domain,
                          cluster.confidence, codec, baseline, code, text_hash(cluster.text), cluster.support,
                          json.dumps(list(cluster.node_ids)), cluster.reason, now))
@@ -314,13 +306,10 @@ class Library:
             self._set_meta("aggregation", json.dumps({"fingerprint": fingerprint, "summary": summary_json}))
         return summary
 
-    def _load_reports(self, consensus_baseline: bytes | None) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
+    def _load_reports(self, space: CodeSpace) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
         """Every stored report as a `dso.core.aggregate.Report` (capped per node, earliest first), the
         published experience and baseline by id, and how many reports the cap left out. Codes
-        vote only if made against `consensus_baseline` (None: no code votes)."""
-        from dso.core.codec import model_file_stem
-
-        model = model_file_stem(self.embedder.model_id)
+        vote only if made in the library's code space."""
         per_node: dict[int, int] = {}
         reports: list[Report] = []
         published: dict[str, tuple[Experience, bytes]] = {}
@@ -335,23 +324,11 @@ class Library:
                 continue
             per_node[node_id] = per_node.get(node_id, 0) + 1
             e = Experience.from_bytes(canonical)
-            # Only codes in the consensus space (bitdelta-1, this model, its published baseline)
-            # take part in the per-bit vote; others keep their own code.
-            votes = e.codec == BITDELTA and e.model == model and bytes(baseline) == consensus_baseline
+            votes = space.votes(e, baseline)
             reports.append(Report(e.experience_id, node_id, e.text, e.domain, e.confidence,
                                   np.frombuffer(vector, dtype=np.float16), bytes(batch_root), e.code if votes else None))
             published.setdefault(e.experience_id, (e, bytes(baseline)))
         return reports, published, capped
-
-    def _own_codec(self) -> Any:
-        """bitdelta-1 for this library's model and its published baseline (the space consensus
-        codes live in), or None when no baseline is shipped for the model."""
-        from dso.core.codec import get_codec
-
-        try:
-            return get_codec(BITDELTA, self.embedder.dim, model_id=self.embedder.model_id)
-        except DsoError:
-            return None
 
     # ------------------------------------------------------------------ reading
 
@@ -487,17 +464,17 @@ class Library:
     def _bump_reports_version(self) -> None:
         self._set_meta("reports_version", str(int(self._meta("reports_version", "0")) + 1))
 
-    def _experience_at(self, index: "_Index", i: int) -> Experience:
+    def _experience_at(self, index: "SearchIndex", i: int) -> Experience:
         row = self._db.execute("SELECT canonical FROM experiences WHERE id = ?", (index.ids[i],)).fetchone()
         return Experience.from_bytes(row[0])
 
-    def _load_index(self) -> "_Index":
+    def _load_index(self) -> "SearchIndex":
         if self._index is None:
             rows = self._db.execute(
                 "SELECT e.id, e.domain, e.confidence, e.codec, e.baseline, e.code, v.vector, e.support, e.origin "
                 "FROM experiences e JOIN vectors v ON v.text_hash = e.text_hash WHERE e.accepted = 1 ORDER BY e.rowid"
             ).fetchall()
-            self._index = _Index.from_rows(rows, self.embedder.dim)
+            self._index = SearchIndex.from_rows(rows, self.embedder.dim)
         return self._index
 
 
@@ -530,98 +507,6 @@ class _Transaction:
                 raise LibraryError(f"could not write the library {library.path} ({error}); nothing was changed") from error
         elif self.invalidates:
             library._index = None
-
-
-class _Index:
-    """In-memory arrays over the stored experiences, in insertion order; codes are kept as one
-    uint8 matrix per (codec, baseline) so that scoring is a single vectorised call per codec."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.ids: list[str] = []
-        self.position: dict[str, int] = {}
-        self.domains: list[str] = []
-        self.confidences: list[float] = []
-        self.supports: list[int] = []
-        self.origins: list[str] = []
-        self.group_keys: list[tuple[str, bytes]] = []
-        self._group_of: list[int] = []
-        self._local_of: list[int] = []
-        self._group_codes: list[list[bytes]] = []
-        self._vectors: list[np.ndarray] = []
-        self._cache: dict[str, Any] = {}
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[tuple[Any, ...]], dim: int) -> "_Index":
-        index = cls(dim)
-        for eid, domain, confidence, codec, baseline, code, vector, support, origin in rows:
-            index.append(eid, domain, confidence, (codec, bytes(baseline)), bytes(code), np.frombuffer(vector, dtype=np.float16), support, origin)
-        return index
-
-    def append(
-        self, eid: str, domain: str, confidence: float, codec_key: tuple[str, bytes], code: bytes, vector: np.ndarray, support: int, origin: str
-    ) -> None:
-        if codec_key not in self.group_keys:
-            self.group_keys.append(codec_key)
-            self._group_codes.append([])
-        group = self.group_keys.index(codec_key)
-        self.position[eid] = len(self.ids)
-        self.ids.append(eid)
-        self.domains.append(domain)
-        self.confidences.append(confidence)
-        self.supports.append(support)
-        self.origins.append(origin)
-        self._group_of.append(group)
-        self._local_of.append(len(self._group_codes[group]))
-        self._group_codes[group].append(code)
-        self._vectors.append(vector.astype(np.float16))
-        self._cache.clear()
-
-    def _cached(self, name: str, build: Any) -> Any:
-        if name not in self._cache:
-            self._cache[name] = build()
-        return self._cache[name]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._cached("vectors", lambda: np.vstack(self._vectors) if self._vectors else np.zeros((0, self.dim), np.float16))
-
-    def _code_matrix(self, group: int) -> np.ndarray:
-        codes = self._group_codes[group]
-        return self._cached(f"codes{group}", lambda: np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), -1))
-
-    def nearest(self, vector: np.ndarray, extra: Sequence[tuple[str, np.ndarray]] = ()) -> tuple[str, float] | None:
-        """The most similar stored (or just-added) experience by local float cosine."""
-        best: tuple[str, float] | None = None
-        if self.ids:
-            sims = self.vectors.astype(np.float32) @ vector
-            i = int(np.argmax(sims))
-            best = (self.ids[i], float(sims[i]))
-        for eid, other in extra:
-            sim = float(other @ vector)
-            if best is None or sim > best[1]:
-                best = (eid, sim)
-        return best
-
-    def filter(self, domain: str | None, min_confidence: float) -> np.ndarray:
-        confidences = self._cached("confidences", lambda: np.asarray(self.confidences, dtype=np.float64))
-        mask = confidences >= min_confidence
-        if domain is not None:
-            mask &= np.fromiter((domain_matches(d, domain) for d in self.domains), dtype=bool, count=len(self.domains))
-        return mask
-
-    def code_scores(self, query: np.ndarray, candidates: np.ndarray, codec_for: Any) -> np.ndarray:
-        """Asymmetric code scores of `candidates`, one vectorised call per codec group."""
-        group_of = self._cached("group_of", lambda: np.asarray(self._group_of, dtype=np.int32))
-        local_of = self._cached("local_of", lambda: np.asarray(self._local_of, dtype=np.int64))
-        scores = np.empty(len(candidates), dtype=np.float32)
-        candidate_groups = group_of[candidates]
-        for group, (codec_id, baseline) in enumerate(self.group_keys):
-            members = np.flatnonzero(candidate_groups == group)
-            if members.size:
-                codec = codec_for(codec_id, self.dim, baseline)
-                scores[members] = codec.score(query, self._code_matrix(group)[local_of[candidates[members]]])
-        return scores
 
 
 def export_json(hits: Sequence[Hit]) -> str:

@@ -19,15 +19,15 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from eth_account.signers.local import LocalAccount
 
 from dso.core.batch import BatchDocument, build_batch, parse_document
-from dso.edges.chain import Registry, Status
-from dso.core.codec import DEFAULT_CODEC, DEFAULT_MODEL_ID, baseline_id, get_codec, load_baseline, model_file_stem
-from dso.edges.config import atomic_write_bytes, atomic_write_text, dso_home
-from dso.edges.embed import Embedder
-from dso.errors import ContractRevert, DsoError, InputError
+from dso.core.codec import DEFAULT_CODEC, baseline_id, get_codec, load_baseline
 from dso.core.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
+from dso.core.models import MODEL_NAME
+from dso.edges.chain import Registry, Status
+from dso.edges.config import dso_home
+from dso.edges.embed import Embedder
+from dso.edges.files import atomic_write_bytes, atomic_write_text
 from dso.edges.ipfs import ContentStore, cid_to_bytes
-
-MODEL_NAME = model_file_stem(DEFAULT_MODEL_ID)  # the short id experiences carry: "all-MiniLM-L6-v2"
+from dso.errors import ContractRevert, DsoError, InputError
 
 
 def read_insights(path: Path) -> list[Insight]:

@@ -33,7 +33,8 @@ from typing import Callable
 from dso.core.aggregate import AcceptancePolicy
 from dso.core.batch import BatchError
 from dso.edges.chain import Registry, Status
-from dso.edges.config import atomic_write_text, dso_home
+from dso.edges.config import dso_home
+from dso.edges.files import atomic_write_text
 from dso.edges.ipfs import ContentStore
 from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, ObjectTooLarge
 from dso.workflows.library import AggregationSummary, Library, Source

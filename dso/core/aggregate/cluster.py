@@ -36,7 +36,8 @@ from dso.core.aggregate.median import coordinate_median
 from dso.core.aggregate.records import Report
 from dso.errors import AggregationError
 
-# The same threshold the local library uses to store near-duplicates once (dso.workflows.library).
+# Cosine at or above which two texts state the same experience: clusters here, and the local
+# library's near-duplicate check (dso.workflows.library) imports it.
 NEAR_DUPLICATE_COSINE = 0.9
 # Rows of the group-similarity matrix computed at a time: bounds memory at CHUNK x groups floats.
 _CHUNK = 256

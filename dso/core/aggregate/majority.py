@@ -15,8 +15,11 @@ import numpy as np
 
 from dso.core.aggregate._checks import check_weights
 from dso.core.aggregate.median import weighted_median
-from dso.core.codec import SCALE_BYTES, pack_scales, unpack_scales
+from dso.core.codec import SCALE_BYTES, BitDelta, pack_scales, unpack_scales
 from dso.errors import AggregationError, CodecError
+
+# The codec whose codes `bitdelta_consensus` votes on: a library's consensus codes are in it.
+CONSENSUS_CODEC = BitDelta.codec_id
 
 
 def _check_packed(packed: np.ndarray, what: str) -> np.ndarray:

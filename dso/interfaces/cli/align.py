@@ -27,9 +27,9 @@ def align() -> None:
 def align_fit(model: str, output: Path, anchors: int, embedder_name: str) -> None:
     """Fit the map from MODEL's query vectors into the library's space and write it to OUTPUT."""
     from dso.core.align import fit_query_model
-    from dso.edges.config import atomic_write_bytes
     from dso.edges.datasets import anchor_sentences
     from dso.edges.embed import load_embedder, load_query_model
+    from dso.edges.files import atomic_write_bytes
 
     fitted = fit_query_model(load_query_model(model), load_embedder(embedder_name), anchor_sentences(anchors))
     data = fitted.alignment.to_bytes()

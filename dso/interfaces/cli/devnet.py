@@ -7,7 +7,8 @@ import json
 import click
 from rich.table import Table
 
-from dso.edges.config import NetworkConfig, atomic_write_text, save_config
+from dso.edges.config import NetworkConfig, save_config
+from dso.edges.files import atomic_write_text
 from dso.edges.services import DEFAULT_ANVIL_PORT, DEFAULT_IPFS_PORT, ManagedProcess
 from dso.edges.wallet import DEV_PASSWORD_ENV, create_dev_wallets, dev_password
 from dso.interfaces.cli.options import console, devnet_dir
