@@ -55,7 +55,7 @@ import numpy as np
 from dso.errors import AlignmentError
 
 if TYPE_CHECKING:
-    from dso.edges.embed import Embedder
+    from dso.core.models import Embedder
 
 FORMAT_MAGIC = b"DSOALGN"
 FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-"""The embedding model every node and client shares, named once.
+"""The embedding model every node and client shares, named once, and what an embedder is.
 
 Experiences carry the model's short name (`MODEL_NAME`), batch headers and codec baselines are
 keyed by it, and the embedders in `dso.edges.embed` load it. A library, a codec baseline and a
@@ -6,6 +6,10 @@ batch agree on the space their vectors live in only through these values.
 """
 
 from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
@@ -18,3 +22,19 @@ def model_file_stem(model_id: str) -> str:
 
 
 MODEL_NAME = model_file_stem(MODEL_ID)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into points of one model's vector space.
+
+    ``model_id`` names the space (vectors from embedders with equal ``model_id`` are comparable and
+    share a codec baseline); ``dim`` is the vector length.
+    """
+
+    model_id: str
+    dim: int
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalized, finite rows, one per text, in order."""
+        ...

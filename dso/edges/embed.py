@@ -27,11 +27,11 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dso.core.models import DIM, MODEL_ID
+from dso.core.models import DIM, MODEL_ID, Embedder
 from dso.errors import EmbedderUnavailable, EmbeddingError
 
 # sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 word pieces (sentence_bert_config.json);
@@ -39,22 +39,6 @@ from dso.errors import EmbedderUnavailable, EmbeddingError
 MAX_TOKENS = 256
 DEFAULT_EMBEDDER = "minilm"
 TOKENIZER_PATH = Path(__file__).resolve().parents[1] / "data" / "all-MiniLM-L6-v2.tokenizer.json"
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into points of one model's vector space.
-
-    ``model_id`` names the space (vectors from embedders with equal ``model_id`` are comparable and
-    share a codec baseline); ``dim`` is the vector length.
-    """
-
-    model_id: str
-    dim: int
-
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Return an (n, dim) float32 array of L2-normalized, finite rows, one per text, in order."""
-        ...
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
