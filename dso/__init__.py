@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 _ERRORS = (
     "DsoError", "ConfigError", "ToolchainError", "CompileError", "DevnetError", "ChainError", "RpcUnavailable",
-    "ContractRevert", "SignatureError", "EmbeddingError", "EmbedderUnavailable", "CodecError", "StoreError",
+    "ContractRevert", "BatchRefused", "SignatureError", "EmbeddingError", "EmbedderUnavailable", "CodecError", "StoreError",
     "StoreUnavailable", "StoreTimeout", "ContentNotFound", "CidMismatch", "ObjectTooLarge", "InvalidCid",
     "AggregationError", "InsufficientReports", "AlignmentError", "ExperienceError", "BatchError", "ProofError",
     "InputError", "LibraryError", "WalletError", "DatasetError",
@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("NetworkConfig", "load_config", "save_config", "dso_home"), "dso.edges.config"),
     **dict.fromkeys(("create_wallet", "import_wallet", "load_wallet", "list_wallets"), "dso.edges.wallet"),
     # workflows
-    **dict.fromkeys(("publish", "PublishResult", "read_insights", "prepare_batch", "Outbox", "OutboxEntry", "Committed"), "dso.workflows.publish"),
+    **dict.fromkeys(("publish", "FlushResult", "read_insights", "prepare_batch", "Outbox", "OutboxEntry", "Committed"), "dso.workflows.publish"),
     **dict.fromkeys(("fetch_and_verify", "find_commitment", "Commitment"), "dso.workflows.verify"),
     **dict.fromkeys(("sync", "SyncReport"), "dso.workflows.sync"),
     **dict.fromkeys(("Library", "Hit", "Source", "AggregationSummary"), "dso.workflows.library"),

@@ -41,6 +41,11 @@ class ContractRevert(ChainError):
         super().__init__(message or f"contract reverted with {name}({rendered})")
 
 
+class BatchRefused(ChainError):
+    """The chain refuses a batch for good (the wallet is not an admitted node, or another node
+    already committed its root): retrying cannot help. `dso outbox list` shows the reason."""
+
+
 class SignatureError(DsoError):
     """A signature could not be made or does not verify."""
 

@@ -22,7 +22,7 @@ VOTING_PERIOD = 3_600
 @pytest.fixture(scope="session")
 def anvil_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Anvil devnet for the whole session, stopped by PID at the end."""
-    process, url = start_anvil(tmp_path_factory.mktemp("anvil"), port=free_port(), accounts=20)
+    process, url = start_anvil(tmp_path_factory.mktemp("anvil"), port=free_port(), accounts=20, die_with_parent=True)
     try:
         yield url
     finally:
@@ -32,7 +32,7 @@ def anvil_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ipfs_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real devnet IPFS node (js-ipfs, offline) for the whole session, stopped by PID."""
-    process, url = start_ipfs(tmp_path_factory.mktemp("ipfs"), port=free_port())
+    process, url = start_ipfs(tmp_path_factory.mktemp("ipfs"), port=free_port(), die_with_parent=True)
     try:
         yield url
     finally:

@@ -609,7 +609,7 @@ def test_submit_of_a_directory_is_a_usage_error_without_traceback(home, monkeypa
     ("args", "needle"),
     [
         (["show", "zz" * 32], "is not a hex batch root"),
-        (["show", "0x"], "matches 0 batches"),
+        (["show", "0x"], "names no batch"),
         (["show", "ab" * 32], "no BatchSubmitted event"),
     ],
 )

@@ -80,7 +80,7 @@ def test_user_errors_are_one_line_without_traceback(home):
     result = runner.invoke(cli, ["submit", str(bad), *signer("node1")])
     assert result.exit_code != 0 and "bad.jsonl:1: confidence must be in [0, 1]" in str(result.exception)
     wrong = runner.invoke(cli, ["vote", "ffff", "--approve", *signer("member1")])
-    assert "matches 0 batches" in str(wrong.exception)
+    assert "no batch root starts with ffff" in str(wrong.exception)
     nobody = runner.invoke(cli, ["vote", "ffff", "--approve", "--wallet", "ghost", "--password-env", "DSO_DEV_PASSWORD"])
     assert nobody.exit_code != 0
 

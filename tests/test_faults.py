@@ -197,7 +197,7 @@ def test_ipfs_killed_during_submit_keeps_the_batch_and_a_restarted_node_gets_it_
     jsonl = tmp_path / "lessons.jsonl"
     jsonl.write_text(insights_to_jsonl(gsm8k_insights(LESSONS, offset=70)))
     outbox = Outbox(tmp_path / "outbox")
-    node, api = start_ipfs(tmp_path / "ipfs", port=free_port())
+    node, api = start_ipfs(tmp_path / "ipfs", port=free_port(), die_with_parent=True)
     try:
         with KuboClient(api, timeout=3) as client:
             committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (KillingStore(client, node.pid(), "put"), dao.registry))
@@ -205,7 +205,7 @@ def test_ipfs_killed_during_submit_keeps_the_batch_and_a_restarted_node_gets_it_
         assert dao.registry.batch_count() == 0
     finally:
         node.stop()
-    node, api = start_ipfs(tmp_path / "ipfs", port=free_port())  # the same repo, after an unclean death
+    node, api = start_ipfs(tmp_path / "ipfs", port=free_port(), die_with_parent=True)  # the same repo, after an unclean death
     try:
         with KuboClient(api) as client:
             committed, pending = outbox.flush(client, dao.registry, dao.nodes[0])
@@ -218,7 +218,7 @@ def test_ipfs_killed_during_submit_keeps_the_batch_and_a_restarted_node_gets_it_
 
 def test_ipfs_killed_during_sync_leaves_the_checkpoint_and_a_restarted_node_completes_it(w3, accounts, embedder, tmp_path):
     dao = deploy_dao(w3, accounts, n_members=3, n_nodes=3)
-    node, api = start_ipfs(tmp_path / "ipfs", port=free_port())
+    node, api = start_ipfs(tmp_path / "ipfs", port=free_port(), die_with_parent=True)
     try:
         with KuboClient(api) as client:
             network(dao, client, embedder)
@@ -227,7 +227,7 @@ def test_ipfs_killed_during_sync_leaves_the_checkpoint_and_a_restarted_node_comp
         assert not (tmp_path / "sync.json").exists()
     finally:
         node.stop()
-    node, api = start_ipfs(tmp_path / "ipfs", port=free_port())
+    node, api = start_ipfs(tmp_path / "ipfs", port=free_port(), die_with_parent=True)
     try:
         with KuboClient(api) as client:
             with Library(tmp_path / "agent.sqlite", embedder) as library:
@@ -242,7 +242,7 @@ def test_ipfs_killed_during_sync_leaves_the_checkpoint_and_a_restarted_node_comp
 
 
 def test_anvil_restarted_with_its_state_lost_is_detected_not_synced_over(accounts, embedder, tmp_path):
-    process, url = start_anvil(tmp_path / "anvil", port=free_port())
+    process, url = start_anvil(tmp_path / "anvil", port=free_port(), die_with_parent=True)
     port = int(url.rsplit(":", 1)[1])
     try:
         from dso.edges.chain import connect
@@ -254,7 +254,7 @@ def test_anvil_restarted_with_its_state_lost_is_detected_not_synced_over(account
             assert sync(first.registry, store, library, tmp_path / "sync.json").aggregation.accepted == 2 * LESSONS
     finally:
         process.stop()
-    process, url = start_anvil(tmp_path / "anvil2", port=port)  # a fresh chain on the same endpoint
+    process, url = start_anvil(tmp_path / "anvil2", port=port, die_with_parent=True)  # a fresh chain on the same endpoint
     try:
         w3 = connect(url)
         again = deploy_dao(w3, accounts, n_members=3, n_nodes=3)

@@ -128,7 +128,7 @@ def amortized(gas: dict[str, int]) -> list[dict[str, Any]]:
 def run() -> dict[str, Any]:
     """Start a private Anvil, deploy, measure, stop Anvil; return the results document."""
     with tempfile.TemporaryDirectory() as state:
-        process, url = start_anvil(Path(state), port=free_port(), accounts=12)
+        process, url = start_anvil(Path(state), port=free_port(), accounts=12, die_with_parent=True)
         try:
             w3 = connect(url)
             accounts = dev_accounts(12)

@@ -79,7 +79,7 @@ def run() -> dict[str, Any]:
     workloads = {(count, size): payloads(count, size) for count, size in WORKLOADS}
     with tempfile.TemporaryDirectory() as state:
         started = time.perf_counter()
-        process, url = start_ipfs(Path(state), port=free_port())
+        process, url = start_ipfs(Path(state), port=free_port(), die_with_parent=True)
         node_start = time.perf_counter() - started
         try:
             with KuboClient(url, timeout=30.0) as client:

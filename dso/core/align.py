@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -58,13 +58,24 @@ if TYPE_CHECKING:
     from dso.core.models import Embedder
 
 FORMAT_MAGIC = b"DSOALGN"
-FORMAT_VERSION = 1
-# magic, version, d_s, d_t, scale: little-endian, then mean_s, mean_t, map row-major, all <f4.
+FORMAT_VERSION = 1  # no model names (fit from bare vectors)
+NAMED_FORMAT_VERSION = 2  # the header is followed by the source and target model ids
+# magic, version, d_s, d_t, scale: little-endian, then (version 2) two model ids, each a length
+# byte and UTF-8, then mean_s, mean_t, map row-major, all <f4.
 HEADER = struct.Struct("<7sBIIf")
+MAX_MODEL_ID_BYTES = 255
 REDUCTIONS = ("pad", "pca")
 MIN_ANCHORS = 2
 # The shared anchor set (dso.edges.datasets.anchor_sentences) holds 1,000.
 MAX_ANCHORS = 1_000
+
+
+def _name_bytes(model_id: str) -> bytes:
+    """A model id as stored in an alignment: a length byte, then UTF-8."""
+    raw = model_id.encode("utf-8")
+    if len(raw) > MAX_MODEL_ID_BYTES:
+        raise AlignmentError(f"model id {model_id[:40]!r}... is longer than {MAX_MODEL_ID_BYTES} bytes")
+    return bytes([len(raw)]) + raw
 
 
 def _check_matrix(vectors: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:
@@ -97,6 +108,9 @@ class Alignment:
     target_mean: np.ndarray  # (d_t,) float32
     matrix: np.ndarray  # (d_s, d_t) float32 with orthonormal rows or columns
     scale: float  # a float32 value
+    # The models the map was fitted for (their `model_id`s); "" when fitted from bare vectors.
+    source_model: str = ""
+    target_model: str = ""
 
     @property
     def source_dim(self) -> int:
@@ -124,11 +138,14 @@ class Alignment:
         return out[0] if single else out
 
     def to_bytes(self) -> bytes:
-        """The one byte encoding: a 20-byte header (magic, version, d_s, d_t, scale) then source mean,
-        target mean and the map, little-endian float32, row-major."""
-        header = HEADER.pack(FORMAT_MAGIC, FORMAT_VERSION, self.source_dim, self.target_dim, self.scale)
+        """The one byte encoding: a 20-byte header (magic, version, d_s, d_t, scale), the two model
+        ids if known (version 2), then source mean, target mean and the map, little-endian float32,
+        row-major. An alignment without model names is version 1."""
+        named = bool(self.source_model or self.target_model)
+        header = HEADER.pack(FORMAT_MAGIC, NAMED_FORMAT_VERSION if named else FORMAT_VERSION, self.source_dim, self.target_dim, self.scale)
+        names = b"".join(_name_bytes(n) for n in (self.source_model, self.target_model)) if named else b""
         body = [np.ascontiguousarray(a, dtype="<f4").tobytes() for a in (self.source_mean, self.target_mean, self.matrix)]
-        return header + b"".join(body)
+        return header + names + b"".join(body)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Alignment:
@@ -136,20 +153,45 @@ class Alignment:
         if len(data) < HEADER.size:
             raise AlignmentError(f"alignment bytes too short ({len(data)} < {HEADER.size} header bytes)")
         magic, version, d_s, d_t, scale = HEADER.unpack_from(data)
-        if magic != FORMAT_MAGIC or version != FORMAT_VERSION:
-            raise AlignmentError(f"not a version-{FORMAT_VERSION} dso alignment (magic {magic!r}, version {version})")
-        expected = HEADER.size + 4 * (d_s + d_t + d_s * d_t)
+        if magic != FORMAT_MAGIC or version not in (FORMAT_VERSION, NAMED_FORMAT_VERSION):
+            raise AlignmentError(f"not a version-{FORMAT_VERSION} or -{NAMED_FORMAT_VERSION} dso alignment (magic {magic!r}, version {version})")
+        offset, names = HEADER.size, ["", ""]
+        if version == NAMED_FORMAT_VERSION:
+            for i in range(2):
+                if offset >= len(data) or offset + 1 + data[offset] > len(data):
+                    raise AlignmentError("alignment bytes end inside the model names")
+                try:
+                    names[i] = data[offset + 1 : offset + 1 + data[offset]].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise AlignmentError(f"alignment model name is not UTF-8: {exc}") from exc
+                offset += 1 + data[offset]
+        expected = offset + 4 * (d_s + d_t + d_s * d_t)
         if len(data) != expected or d_s == 0 or d_t == 0:
             raise AlignmentError(f"alignment bytes have length {len(data)}; a {d_s}x{d_t} alignment has {expected}")
-        values = np.frombuffer(data, dtype="<f4", offset=HEADER.size).astype(np.float32)
+        values = np.frombuffer(data, dtype="<f4", offset=offset).astype(np.float32)
         if not np.all(np.isfinite(values)) or not np.isfinite(scale) or scale <= 0:
             raise AlignmentError("alignment bytes hold NaN/inf values or a non-positive scale")
-        return cls(values[:d_s], values[d_s : d_s + d_t], values[d_s + d_t :].reshape(d_s, d_t), float(scale))
+        return cls(values[:d_s], values[d_s : d_s + d_t], values[d_s + d_t :].reshape(d_s, d_t), float(scale), names[0], names[1])
 
     @property
     def alignment_id(self) -> str:
         """sha256 hex digest of `to_bytes()`: equal ids mean byte-identical alignments."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def check_models(self, source_model: str | None = None, target_model: str | None = None) -> None:
+        """Raise AlignmentError unless this alignment was fitted for query model `source_model` and
+        library model `target_model` (model ids; None skips that side). An alignment fitted from
+        bare vectors names no models and is refused whenever a side is asked: its dimensions
+        alone cannot tell two 384-d models apart."""
+        for side, wanted, recorded, fix in (("query", source_model, self.source_model, "for this query model"),
+                                            ("library", target_model, self.target_model, "against the library's model")):
+            if wanted is None or wanted == recorded:
+                continue
+            if not recorded:
+                raise AlignmentError(f"this alignment records no {side} model (an older or hand-made file): "
+                                     f"refit it {fix} with `dso align fit MODEL -o FILE`")
+            raise AlignmentError(f"this alignment was fitted for {side} model {recorded}, not {wanted}: "
+                                 f"fit one {fix} (`dso align fit MODEL -o FILE`)")
 
     def check_dims(self, source_dim: int | None = None, target_dim: int | None = None) -> None:
         """Raise AlignmentError unless this alignment takes `source_dim`-d vectors (the query model's)
@@ -226,6 +268,8 @@ class AlignedQueryEmbedder:
         if not callable(self._embed):
             raise AlignmentError(f"model must be an Embedder or a function of texts, not {type(model).__name__}")
         alignment.check_dims(getattr(model, "dim", None), target_dim)
+        if alignment.source_model:  # named alignments also refuse another model of the same width
+            alignment.check_models(getattr(model, "model_id", None))
         self.alignment = alignment
 
     @property
@@ -257,11 +301,12 @@ class FittedAlignment:
 def fit_query_model(model: "Embedder", library_embedder: "Embedder", anchors: Sequence[str]) -> FittedAlignment:
     """Fit the map from `model`'s query space into `library_embedder`'s space on `anchors`: each
     model embeds every anchor (`model` as queries, as it will embed the queries the map is for),
-    then `fit_procrustes` with its defaults (pad, centered). Embeds afresh; nothing is cached."""
+    then `fit_procrustes` with its defaults (pad, centered). The alignment records both models'
+    ids, so it is refused for any other pair. Embeds afresh; nothing is cached."""
     texts = list(anchors)
     start = time.perf_counter()
     source = model.embed(texts)
     target = library_embedder.embed(texts)
     embedded = time.perf_counter()
-    alignment = fit_procrustes(source, target)
+    alignment = replace(fit_procrustes(source, target), source_model=model.model_id, target_model=library_embedder.model_id)
     return FittedAlignment(alignment, len(texts), round(embedded - start, 2), round(time.perf_counter() - embedded, 3))

@@ -17,9 +17,10 @@ from typing import Any, Sequence
 import cbor2
 
 from dso.core.cbor import decode_map
+from dso.core.codec import first_bad_code
 from dso.core.experience import Experience, ExperienceError, validate_identifier
 from dso.core.merkle import merkle_root
-from dso.errors import BatchError
+from dso.errors import BatchError, CodecError
 
 DOCUMENT_VERSION = 1
 DOCUMENT_KIND = "dso/batch"
@@ -141,6 +142,12 @@ def parse_document(data: bytes) -> BatchDocument:
     for e in experiences:
         if (e.model, e.codec, e.node) != (model, codec, header.node):
             raise BatchError(f"experience {e.experience_id[:12]} disagrees with the header's model, codec or node")
+    try:
+        bad_code = first_bad_code(codec, header.dim, [e.code for e in experiences])
+    except CodecError as exc:
+        raise BatchError(f"header dim {header.dim} does not fit codec {codec}: {exc}") from exc
+    if bad_code is not None:
+        raise BatchError(f"leaf {bad_code[0]}: {bad_code[1]}")
     if merkle_root(leaves) != header.root:
         raise BatchError("Merkle root recomputed from the leaves differs from the header's root")
     document = BatchDocument(header, experiences)
@@ -150,10 +157,18 @@ def parse_document(data: bytes) -> BatchDocument:
 
 
 def verify_document(
-    data: bytes, onchain_root: bytes, onchain_count: int | None = None, onchain_schema: bytes | None = None
+    data: bytes,
+    onchain_root: bytes,
+    onchain_count: int | None = None,
+    onchain_schema: bytes | None = None,
+    onchain_node: bytes | None = None,
 ) -> BatchDocument:
-    """Parse `data` and check it against what the chain committed (root, count, schema); raise
-    BatchError on mismatch.
+    """Parse `data` and check it against what the chain committed (root, count, schema, and the
+    address of the node that submitted it); raise BatchError on mismatch.
+
+    Provenance: the header's node (which `parse_document` already holds every leaf's node to) must
+    be the on-chain submitter, or a batch one wallet prepared could enter every library under the
+    name of whichever node committed it.
 
     CAUTION: the root binds the leaves, the schema binds model, dim, codec and baseline, but the
     header's creation time is bound only by the document's CID: callers must also check the CID
@@ -166,6 +181,9 @@ def verify_document(
         raise BatchError(f"document root {document.header.root.hex()} differs from the on-chain root {bytes(onchain_root).hex()}")
     if onchain_count is not None and document.header.count != onchain_count:
         raise BatchError(f"document holds {document.header.count} experiences; the chain says {onchain_count}")
+    if onchain_node is not None and document.header.node != bytes(onchain_node):
+        raise BatchError(f"the batch names node 0x{document.header.node.hex()} in its header and leaves, but node "
+                         f"0x{bytes(onchain_node).hex()} committed it on-chain: refused, its experiences are not that node's")
     return document
 
 

@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -337,6 +338,30 @@ def get_codec(
     if codec_id not in CODECS:
         raise CodecError(f"unknown codec {codec_id!r}; choose one of {sorted(CODECS)}")
     return CODECS[codec_id](dim, load_baseline(model_id) if baseline is None else baseline)
+
+
+def first_bad_code(codec_id: str, dim: int, codes: Sequence[bytes]) -> tuple[int, str] | None:
+    """(index, why) of the first of `codes` that a `codec_id` codec of `dim` dimensions could not
+    decode (wrong length, a scale no encoder writes, a second spelling of one code), or None.
+    Needs no baseline: a code's form does not depend on it. An unknown codec id is not judged
+    (clients that cannot read it leave it out of every vote). CodecError for an unusable `dim`."""
+    if codec_id not in CODECS:
+        return None
+    codec = _form_checker(codec_id, dim)
+    for index, code in enumerate(codes):
+        if len(code) != codec.code_bytes:
+            return index, f"its code is {len(code)} bytes; a {codec_id} code of {dim} dimensions is {codec.code_bytes}"
+        try:
+            codec.scales(np.frombuffer(code, dtype=np.uint8)[None, :])
+        except CodecError as exc:
+            return index, f"its code cannot be decoded: {exc}"
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _form_checker(codec_id: str, dim: int) -> Codec:
+    """A codec on a zero baseline: enough to check a code's form."""
+    return CODECS[codec_id](dim, np.zeros(dim, dtype=np.float32))
 
 
 @functools.cache

@@ -34,6 +34,14 @@ EXPERIENCE_FIELDS = frozenset({"v", "text", "domain", "conf", "model", "codec", 
 _DOMAIN = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
 _FORBIDDEN_CHARS = {"Cc", "Cs", "Co", "Cn"}  # control, surrogate, private use, unassigned
+# Bidirectional embeddings, overrides and isolates (LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI):
+# they reorder how the text after them is displayed, so members reviewing a batch would read
+# something other than what is signed ("Trojan Source", CVE-2021-42574). Marks (LRM, RLM, ALM)
+# reorder nothing and stay allowed, as right-to-left scripts need them.
+BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+# Characters shown as escapes wherever dso prints a text: controls, format characters (bidi,
+# zero-width) and the Unicode line and paragraph separators.
+_ESCAPED_ON_DISPLAY = {"Cc", "Cf", "Zl", "Zp"}
 
 
 def normalize_text(text: str) -> str:
@@ -55,7 +63,19 @@ def validate_text(text: Any) -> str:
     bad = sorted({c for c in normalized if c not in "\n\t" and unicodedata.category(c) in _FORBIDDEN_CHARS})
     if bad:
         raise ExperienceError(f"text contains control or unassigned characters: {[hex(ord(c)) for c in bad]}")
+    bidi = sorted(set(normalized) & BIDI_CONTROLS)
+    if bidi:
+        names = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c).lower()}" for c in bidi)
+        raise ExperienceError(f"text contains bidirectional control characters ({names}): they make it display differently "
+                              "from what is signed; remove them")
     return normalized
+
+
+def display_text(text: str) -> str:
+    """`text` as dso shows it to people: every control or format character (bidi controls,
+    zero-width characters, line breaks, tabs) written as a visible escape such as ``\\u202e``, so
+    what a reviewer reads is what was signed, character for character."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _ESCAPED_ON_DISPLAY else c for c in text)
 
 
 def validate_domain(domain: Any) -> str:

@@ -9,6 +9,7 @@ has a timeout; an unreachable endpoint raises `RpcUnavailable`. Keys stay in the
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -29,6 +30,7 @@ from web3.exceptions import (
 )
 
 from dso.edges.compile import load_artifact
+from dso.edges.config import check_rpc_url
 from dso.errors import ChainError, ContractRevert, RpcUnavailable
 
 DEFAULT_TIMEOUT = 10.0
@@ -169,7 +171,9 @@ class SignedSubmission:
 
 
 def connect(rpc_url: str, timeout: float = DEFAULT_TIMEOUT) -> Web3:
-    """A Web3 connection with a request timeout; raise RpcUnavailable if the endpoint is down."""
+    """A Web3 connection with a request timeout; raise RpcUnavailable if the endpoint is down,
+    ConfigError if `rpc_url` is not an http(s) URL."""
+    check_rpc_url(rpc_url, "RPC endpoint")
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
     _rpc(lambda: w3.eth.chain_id, rpc_url)
     return w3
@@ -191,9 +195,11 @@ def _as_bytes32(value: bytes | str, what: str) -> bytes:
 
 
 class ErrorDecoder:
-    """Maps revert data to the contract's custom errors by 4-byte selector."""
+    """Maps revert data to the contract's custom errors by 4-byte selector. `clock` (the chain's
+    current time, read only when needed) lets deadlines be shown as time left, not raw seconds."""
 
-    def __init__(self, abi: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, abi: Sequence[dict[str, Any]], clock: Callable[[], int] | None = None) -> None:
+        self.clock = clock
         self._errors: dict[bytes, tuple[str, list[str]]] = {}
         for item in abi:
             if item.get("type") == "error":
@@ -213,11 +219,43 @@ class ErrorDecoder:
         if name in _STATUS_ERRORS:  # show the status by name: NotPending(accepted), not NotPending(2)
             rendered = ", ".join(Status(v).name.lower() if isinstance(v, int) and i == _STATUS_ERRORS[name] else str(v) for i, v in enumerate(args))
             return ContractRevert(name, args, f"contract reverted with {name}({rendered})")
+        if name in _DEADLINE_ERRORS:  # VotingStillOpen(deadline 2026-12-02 08:00:00 UTC, 47 min from now)
+            return ContractRevert(name, args, f"contract reverted with {name}({describe_deadline(int(args[0]), self._now())})")
         return ContractRevert(name, args)
+
+    def _now(self) -> int | None:
+        if self.clock is None:
+            return None
+        try:
+            return int(self.clock())
+        except ChainError:
+            return None
 
 
 # Custom errors whose argument at this position is a Status.
 _STATUS_ERRORS = {"NotPending": 0, "BatchIsNotAccepted": 1}
+# Custom errors whose only argument is a deadline (unix seconds).
+_DEADLINE_ERRORS = frozenset({"VotingStillOpen", "VotingClosed", "SignatureExpired"})
+
+
+def describe_deadline(deadline: int, now: int | None) -> str:
+    """A deadline as people read it: "deadline 2026-12-02 08:00:00 UTC, 47 min from now" (or "...
+    ago"); `now` is the chain's time (None: the time alone)."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(deadline))
+    if now is None:
+        return f"deadline {when}"
+    delta = deadline - now
+    return f"deadline {when}, {_duration_text(abs(delta))} {'from now' if delta >= 0 else 'ago'}"
+
+
+def _duration_text(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days {seconds % 86400 // 3600} h"
 
 
 def _abi_type(inp: dict[str, Any]) -> str:
@@ -245,7 +283,7 @@ class Registry:
         self.abi = list(abi or load_artifact()["abi"])
         self.address = to_checksum_address(address)
         self.contract = w3.eth.contract(address=self.address, abi=self.abi)
-        self.errors = ErrorDecoder(self.abi)
+        self.errors = ErrorDecoder(self.abi, clock=self.chain_time)
         # topic0 -> event name; decoding goes through web3's public ContractEvent.process_log.
         self._topic_of = {item["name"]: Web3.keccak(text=_event_signature(item)).to_0x_hex() for item in self.abi if item["type"] == "event"}
         self._events = {HexBytes(topic): name for name, topic in self._topic_of.items()}
@@ -418,6 +456,10 @@ class Registry:
         """Chain id of the connected network."""
         return _rpc(lambda: self.w3.eth.chain_id)
 
+    def chain_time(self) -> int:
+        """Timestamp of the latest block: the clock deadlines are measured against."""
+        return int(_rpc(lambda: self.w3.eth.get_block("latest"))["timestamp"])
+
     def block_hash(self, number: int) -> str | None:
         """Hash (0x hex) of block `number`, or None if the chain has no such block (yet)."""
         try:
@@ -519,6 +561,8 @@ class Registry:
         the returned page's `next_block` as the next call's `from_block` to resume: that value is
         the sync checkpoint.
         """
+        if isinstance(confirmations, bool) or not isinstance(confirmations, int) or confirmations < 0:
+            raise ChainError(f"confirmations must be a whole number of blocks >= 0; got {confirmations!r}")
         head = _rpc(lambda: self.w3.eth.block_number) - confirmations
         end = head if to_block is None else min(to_block, head)
         found: list[RegistryEvent] = []

@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dso.edges.files import atomic_write_text
 from dso.errors import ConfigError
@@ -36,10 +37,13 @@ class NetworkConfig:
     deploy_block: int = 0
     name: str = "custom"
     ipfs_api: str | None = None  # Kubo RPC API URL; None: the embedded local store under $DSO_HOME
+    # Other Kubo RPC APIs to read from when `ipfs_api` does not have a batch or serves bad bytes.
+    ipfs_mirrors: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        """Serialize with a version field, keys sorted."""
-        return json.dumps({"version": CONFIG_VERSION, **asdict(self)}, indent=2, sort_keys=True) + "\n"
+        """Serialize with a version field, keys sorted (no mirrors key when there are none)."""
+        fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k != "ipfs_mirrors" or v}
+        return json.dumps({"version": CONFIG_VERSION, **fields}, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "NetworkConfig":
@@ -54,12 +58,23 @@ class NetworkConfig:
                 deploy_block=int(data.get("deploy_block", 0)),
                 name=str(data.get("name", "custom")),
                 ipfs_api=str(data["ipfs_api"]) if data.get("ipfs_api") else None,
+                ipfs_mirrors=tuple(str(m) for m in data.get("ipfs_mirrors") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: missing or malformed field ({exc})") from exc
         if not (config.registry.startswith("0x") and len(config.registry) == 42):
             raise ConfigError(f"{source}: registry {config.registry!r} is not a 20-byte hex address")
+        check_rpc_url(config.rpc_url, source)
         return config
+
+
+def check_rpc_url(url: str, source: str = "config") -> str:
+    """`url` if it is an http(s) JSON-RPC endpoint; ConfigError otherwise (a file:// or other
+    scheme would reach the HTTP library and fail there with a traceback)."""
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise ConfigError(f"{source}: RPC URL {url!r} must be an http:// or https:// endpoint (e.g. http://127.0.0.1:8545)")
+    return url
 
 
 def config_path() -> Path:
@@ -92,4 +107,6 @@ def load_config(path: Path | None = None) -> NetworkConfig:
         data["registry"] = os.environ["DSO_REGISTRY"]
     if os.environ.get("DSO_IPFS_API"):
         data["ipfs_api"] = os.environ["DSO_IPFS_API"]
+    if os.environ.get("DSO_IPFS_MIRRORS"):
+        data["ipfs_mirrors"] = [m.strip() for m in os.environ["DSO_IPFS_MIRRORS"].split(",") if m.strip()]
     return NetworkConfig.from_dict(data, source=str(source))

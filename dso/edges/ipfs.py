@@ -452,3 +452,49 @@ def _file_matches(path: Path, cid: str) -> bool:
     except CidMismatch:
         return False
     return True
+
+
+# --- several nodes -----------------------------------------------------------------------------------
+
+
+class MirroredStore:
+    """A ContentStore over several: writes go to the first (the node's own), reads try each in turn.
+
+    A read that fails at one store for reasons of that store (it does not have the object, it is
+    unreachable, or it served bytes that are not the CID) moves on to the next; the error of the
+    last store tried is raised only when none answered, except that a CidMismatch anywhere wins
+    over "not found" (someone served bad bytes: the caller should know). Configure mirrors with
+    `ipfs_mirrors` in the network config (or DSO_IPFS_MIRRORS, comma-separated).
+    """
+
+    def __init__(self, stores: list[ContentStore]) -> None:
+        if not stores:
+            raise StoreError("a mirrored store needs at least one store")
+        self.stores = list(stores)
+
+    def __repr__(self) -> str:
+        return f"MirroredStore({self.stores!r})"
+
+    def put(self, data: bytes) -> str:
+        """Store and pin `data` on the first store."""
+        return self.stores[0].put(data)
+
+    def get(self, cid: str, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:
+        """The verified bytes of `cid` from the first store that has them."""
+        failures: list[StoreError] = []
+        for store in self.stores:
+            try:
+                return store.get(cid, max_bytes)
+            except (ContentNotFound, CidMismatch, ObjectTooLarge, StoreUnavailable) as exc:
+                failures.append(exc)
+        lie = next((f for f in failures if isinstance(f, (CidMismatch, ObjectTooLarge))), None)
+        worst = lie or failures[-1]
+        raise type(worst)(f"{worst} (tried {len(self.stores)} IPFS node(s))") from worst
+
+    def pin(self, cid: str) -> None:
+        """Pin on the first store."""
+        self.stores[0].pin(cid)
+
+    def has(self, cid: str) -> bool:
+        """Whether any store holds the object locally."""
+        return any(store.has(cid) for store in self.stores)

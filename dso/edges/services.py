@@ -6,6 +6,7 @@ binary ourselves in a new session, record its PID next to its log, and stop exac
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import shutil
@@ -86,8 +87,12 @@ class ManagedProcess:
             return None
         return pid
 
-    def start(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
-        """Start `argv` detached in its own session with output to the log file; return its PID."""
+    def start(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, die_with_parent: bool = False) -> int:
+        """Start `argv` detached in its own session with output to the log file; return its PID.
+
+        A devnet from `dso devnet up` outlives the command on purpose. `die_with_parent` is for
+        services a test or benchmark starts for itself: the kernel sends SIGTERM when the starting
+        thread dies, even by SIGKILL, so killed runs leave no daemons behind (Linux only)."""
         if self.pid() is not None:
             raise DevnetError(f"{self.name} already running (pid {self.pid()}); run `dso devnet down` first")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +105,7 @@ class ManagedProcess:
                 start_new_session=True,
                 env={**os.environ, **(env or {})},
                 cwd=cwd,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
@@ -127,6 +133,19 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent thread dies
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask the kernel for SIGTERM when the parent dies. Where prctl is
+    missing (not Linux) the child simply outlives a killed parent, as before."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -206,9 +225,10 @@ def start_anvil(
     chain_id: int = 31337,
     accounts: int = 10,
     block_time: float | None = None,
+    die_with_parent: bool = False,
 ) -> tuple[ManagedProcess, str]:
     """Start Anvil on host:port (in-memory chain, `accounts` funded dev accounts from the dev
-    mnemonic); return (process, RPC URL) once it answers."""
+    mnemonic); return (process, RPC URL) once it answers. `die_with_parent`: see ManagedProcess.start."""
     process = ManagedProcess("anvil", state_dir)
     if process.pid() is None:
         ensure_port_free(host, port)
@@ -223,7 +243,7 @@ def start_anvil(
     ]
     if block_time:
         argv += ["--block-time", str(block_time)]
-    process.start(argv)
+    process.start(argv, die_with_parent=die_with_parent)
     url = f"http://{host}:{port}"
     try:
         wait_for_rpc(url, process)
@@ -275,7 +295,7 @@ def wait_for_ipfs(url: str, process: ManagedProcess, timeout: float = 30.0) -> s
     return wait_until_ready(process, url, lambda: str(httpx.post(f"{url}/api/v0/id", timeout=1.0).json()["ID"]), timeout)
 
 
-def start_ipfs(state_dir: Path, port: int = DEFAULT_IPFS_PORT, host: str = DEFAULT_HOST) -> tuple[ManagedProcess, str]:
+def start_ipfs(state_dir: Path, port: int = DEFAULT_IPFS_PORT, host: str = DEFAULT_HOST, die_with_parent: bool = False) -> tuple[ManagedProcess, str]:
     """Start the offline js-ipfs node (repo in state_dir/ipfs-repo, Kubo RPC API on host:port);
     return (process, API URL) once the API answers. Stop it with `process.stop()` (SIGTERM: the
     node closes its repo and exits 0).
@@ -292,7 +312,7 @@ def start_ipfs(state_dir: Path, port: int = DEFAULT_IPFS_PORT, host: str = DEFAU
         # A node killed by SIGKILL leaves its lock behind; no node of ours runs, so it is stale.
         shutil.rmtree(repo / "repo.lock", ignore_errors=True)
     argv = [str(node_executable()), str(IPFS_DAEMON), "--repo", str(repo), "--port", str(port), "--host", host]
-    process.start(argv, cwd=IPFS_DIR)
+    process.start(argv, cwd=IPFS_DIR, die_with_parent=die_with_parent)
     url = f"http://{host}:{port}"
     try:
         wait_for_ipfs(url, process)

@@ -75,7 +75,7 @@ def run_demo(console: Console) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="dso-demo-") as home:
         state = Path(home)
         say("Starting the devnet: Anvil and an offline IPFS node; deploying ExperienceRegistry with 5 DAO members, 4 admitted nodes, no owner key")
-        net = bring_up(state, anvil_port=free_port(), ipfs_port=free_port(), voting_period=VOTING_PERIOD)
+        net = bring_up(state, anvil_port=free_port(), ipfs_port=free_port(), voting_period=VOTING_PERIOD, die_with_parent=True)
         try:
             return _run(console, say, state, net, started)
         finally:

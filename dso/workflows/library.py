@@ -85,10 +85,12 @@ CREATE INDEX IF NOT EXISTS experiences_visible ON experiences(accepted);
 
 @dataclass(frozen=True)
 class Source:
-    """Where a batch of reports came from: the batch (root) and the submitting node id."""
+    """Where a batch of reports came from: the batch (root), the submitting node's id and, when
+    known, its address (20 bytes): every report must then carry that address as its node."""
 
     batch_root: bytes
     node_id: int
+    node: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,11 @@ class Library:
         if len(indices) != len(experiences):
             raise LibraryError("leaf_indices must give one index per experience")
         root = bytes(source.batch_root)
+        if source.node is not None:
+            foreign = [e for e in experiences if e.node != bytes(source.node)]
+            if foreign:
+                raise LibraryError(f"batch {root.hex()[:16]} was committed by node {source.node_id} (0x{bytes(source.node).hex()}) but "
+                                   f"{len(foreign)} of its reports name node 0x{foreign[0].node.hex()}: refused, nothing stored")
         known = {row[0] for row in self._db.execute("SELECT leaf_index FROM reports WHERE batch_root = ?", (root,))}
         fresh = [(i, e) for i, e in zip(indices, experiences) if i not in known]
         if not fresh:
@@ -370,8 +377,11 @@ class Library:
         searched instead of embedding `query`, which then only names the query. It is normalized
         here; LibraryError unless it is a finite, non-zero 1-d vector of the library's dimension.
         """
-        if k < 1:
-            raise LibraryError("k must be at least 1")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise LibraryError(f"k must be a whole number of at least 1; got {k!r}")
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0.0 <= min_confidence <= 1.0:
+            # NaN fails both comparisons: without this check it filtered out everything, silently
+            raise LibraryError(f"min_confidence must be a number in [0, 1]; got {min_confidence!r}")
         if domain is not None:
             validate_domain(domain)
         if query_vector is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 
 from dso.core.batch import BatchDocument, build_batch, parse_document
 from dso.core.codec import DEFAULT_CODEC, baseline_id, get_codec, load_baseline
@@ -27,7 +28,7 @@ from dso.edges.config import dso_home
 from dso.edges.embed import Embedder
 from dso.edges.files import atomic_write_bytes, atomic_write_text
 from dso.edges.ipfs import ContentStore, cid_to_bytes
-from dso.errors import ContractRevert, DsoError, InputError
+from dso.errors import BatchRefused, ContractRevert, DsoError, InputError
 
 
 def read_insights(path: Path) -> list[Insight]:
@@ -103,8 +104,13 @@ def prepare_batch(insights: Sequence[Insight], node: str, embedder: Embedder, co
 
 @dataclass
 class OutboxEntry:
-    """A batch on its way: `state` is "queued", then "pinned" (cid known), then it is committed
-    and leaves the outbox. `last_error` says why the last attempt stopped."""
+    """A batch on its way, prepared by wallet `node` (0x address): only that wallet commits it.
+
+    `state` is "queued", then "pinned" (cid known); it leaves the outbox once the chain holds it
+    from `node`. "refused" means the chain turned it down for good (`last_error` says why: the
+    wallet is not an admitted node, or another node already committed this root): flushes skip it
+    until `Outbox.retry` re-queues it. `last_error` says why the last attempt stopped.
+    """
 
     root: str
     count: int
@@ -112,6 +118,7 @@ class OutboxEntry:
     state: str = "queued"
     cid: str | None = None
     last_error: str | None = None
+    node: str | None = None  # None only in entries written before the outbox named their wallet
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,28 @@ class Committed:
     tx_hash: str | None
 
 
+class FlushResult(NamedTuple):
+    """What a flush did for one wallet: batches committed; this wallet's batches still in the
+    outbox (a transient failure, or `state == "refused"`); and entries of other wallets, untouched."""
+
+    committed: list[Committed]
+    pending: list[OutboxEntry]
+    others: list[OutboxEntry]
+
+    @property
+    def refused(self) -> list[OutboxEntry]:
+        """This wallet's batches the chain refused for good."""
+        return [e for e in self.pending if e.state == REFUSED]
+
+
+REFUSED = "refused"
+# Reverts that retrying cannot cure: the sender is not an admitted node, or the batch is malformed.
+PERMANENT_REVERTS = frozenset({"CallerIsNotAnAdmittedNode", "EmptyMerkleRoot", "EmptyCid", "EmptyBatch"})
+
+
 class Outbox:
-    """Batches not yet committed, kept on disk (`$DSO_HOME/outbox` by default)."""
+    """Batches not yet committed, kept on disk (`$DSO_HOME/outbox` by default), each bound to the
+    wallet that prepared it (its address is the batch header's node and every leaf's)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or dso_home() / "outbox"
@@ -137,22 +164,44 @@ class Outbox:
         data = document.to_bytes()
         root = document.header.root.hex()
         atomic_write_bytes(self.path / f"{root}.cbor", data)
-        entry = OutboxEntry(root, document.header.count, len(data))
+        entry = OutboxEntry(root, document.header.count, len(data), node=_address(document.header.node))
         self._save(entry)
         return entry
 
     def entries(self) -> list[OutboxEntry]:
-        """Pending entries, oldest first."""
+        """Every entry, oldest first."""
         found = []
         for state_file in sorted(self.path.glob("*.json"), key=lambda p: p.stat().st_mtime) if self.path.is_dir() else []:
             try:
-                found.append(OutboxEntry(**json.loads(state_file.read_text())))
+                entry = OutboxEntry(**json.loads(state_file.read_text()))
             except (json.JSONDecodeError, TypeError) as exc:
                 raise DsoError(f"outbox entry {state_file} is corrupt ({exc}); its batch is in {state_file.with_suffix('.cbor')}") from exc
+            if entry.node is None:  # written before entries named their wallet: the header says whose it is
+                entry.node = _address(parse_document(self.document(entry)).header.node)
+            found.append(entry)
         return found
 
     def document(self, entry: OutboxEntry) -> bytes:
         return (self.path / f"{entry.root}.cbor").read_bytes()
+
+    def find(self, root_prefix: str) -> OutboxEntry:
+        """The one entry whose root starts with `root_prefix` (hex); DsoError otherwise."""
+        wanted = root_prefix.lower().removeprefix("0x")
+        matches = [e for e in self.entries() if wanted and e.root.startswith(wanted)]
+        if len(matches) != 1:
+            raise DsoError(f"{'no' if not matches else len(matches)} outbox batch{'es' if len(matches) != 1 else ''} "
+                           f"match {root_prefix!r}; `dso outbox list` shows their roots")
+        return matches[0]
+
+    def retry(self, entry: OutboxEntry) -> OutboxEntry:
+        """Put a refused entry back in line (after its cause was fixed, e.g. the node was admitted)."""
+        entry.state, entry.last_error = ("pinned" if entry.cid else "queued"), None
+        self._save(entry)
+        return entry
+
+    def drop(self, entry: OutboxEntry) -> None:
+        """Delete an entry and its document for good."""
+        self._remove(entry)
 
     def _save(self, entry: OutboxEntry) -> None:
         atomic_write_text(self.path / f"{entry.root}.json", json.dumps(asdict(entry), indent=2) + "\n")
@@ -161,45 +210,69 @@ class Outbox:
         (self.path / f"{entry.root}.json").unlink(missing_ok=True)
         (self.path / f"{entry.root}.cbor").unlink(missing_ok=True)
 
-    def flush(self, store: ContentStore, registry: Registry, node: LocalAccount) -> tuple[list[Committed], list[OutboxEntry]]:
-        """Pin and commit every entry; return (committed, still pending). One failing service
-        stops that entry only; its error is recorded and the entry stays for the next flush."""
-        committed, pending = [], []
+    def flush(self, store: ContentStore, registry: Registry, node: LocalAccount) -> FlushResult:
+        """Pin and commit every entry `node` prepared; others' entries are left alone (a batch is
+        committed only by the wallet whose address it carries). One failing service stops that
+        entry only; its error is recorded and the entry stays for the next flush. A permanent
+        refusal marks the entry "refused" instead, and later flushes skip it."""
+        committed, pending, others = [], [], []
         for entry in self.entries():
+            if entry.node is None or entry.node.lower() != node.address.lower():
+                others.append(entry)
+                continue
+            if entry.state == REFUSED:
+                pending.append(entry)
+                continue
             try:
                 committed.append(self._flush_one(entry, store, registry, node))
                 self._remove(entry)
+            except BatchRefused as exc:
+                entry.state, entry.last_error = REFUSED, str(exc)
+                self._save(entry)
+                pending.append(entry)
             except DsoError as exc:
                 entry.last_error = f"{type(exc).__name__}: {exc}"
                 self._save(entry)
                 pending.append(entry)
-        return committed, pending
+        return FlushResult(committed, pending, others)
 
     def _flush_one(self, entry: OutboxEntry, store: ContentStore, registry: Registry, node: LocalAccount) -> Committed:
         data = self.document(entry)
         document = parse_document(data)  # a corrupted outbox file must not be committed
+        if document.header.node != bytes.fromhex(node.address[2:]):
+            raise BatchRefused(f"the batch names node {_address(document.header.node)}, not {node.address}")
         cid = store.put(data)
         if entry.state != "pinned" or entry.cid != cid:
             entry.state, entry.cid, entry.last_error = "pinned", cid, None
             self._save(entry)
         if registry.batch(document.header.root).tally.status != Status.NONE:
-            return Committed(entry.root, cid, entry.count, entry.bytes, None, None)
+            return self._already_on_chain(entry, cid, registry, node)
         try:
             result = registry.submit_batch(node, document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
         except ContractRevert as exc:
+            if exc.name in PERMANENT_REVERTS:
+                raise BatchRefused(f"the chain refuses it: {exc}") from exc
             # An earlier attempt's transaction was still pending when we checked, and got mined
             # first (a node killed right after sending, on a chain without instant mining).
             if exc.name != "BatchAlreadySubmitted":
                 raise
-            return Committed(entry.root, cid, entry.count, entry.bytes, None, None)
+            return self._already_on_chain(entry, cid, registry, node)
         return Committed(entry.root, cid, entry.count, entry.bytes, result.tx.gas_used, result.tx.tx_hash)
 
+    def _already_on_chain(self, entry: OutboxEntry, cid: str, registry: Registry, node: LocalAccount) -> Committed:
+        """The root is on-chain: ours if an earlier attempt committed it from this node; if another
+        node committed it (someone copied the pinned document), this batch can never be committed."""
+        on_chain = registry.batch(bytes.fromhex(entry.root)).node_id
+        own_id = registry.node(node.address)[0]
+        if on_chain != own_id:
+            raise BatchRefused(f"node {on_chain} already committed this root; readers refuse it under that node's name, "
+                               "and this wallet cannot commit it again")
+        return Committed(entry.root, cid, entry.count, entry.bytes, None, None)
 
-class PublishResult(NamedTuple):
-    """What `publish` did: the batches the chain now holds, and those still in the outbox."""
 
-    committed: list[Committed]
-    pending: list[OutboxEntry]
+def _address(raw: bytes) -> str:
+    """A 20-byte node address as the checksummed 0x form wallets print."""
+    return to_checksum_address(raw)
 
 
 def publish(
@@ -208,7 +281,7 @@ def publish(
     load_embedder: Callable[[], Embedder],
     outbox: Outbox,
     services: Callable[[], tuple[ContentStore, Registry]],
-) -> PublishResult:
+) -> FlushResult:
     """The one publish path (`dso submit`, the demo, the fault suite): embed and batch validated
     insights, queue the batch in the outbox, then pin and commit it with everything else waiting
     there.
@@ -222,7 +295,7 @@ def publish(
         store, registry = services()
     except DsoError as exc:
         raise DsoError(f"batch {entry.root[:16]} is safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
-    return PublishResult(*outbox.flush(store, registry, node))
+    return outbox.flush(store, registry, node)
 
 
 def insights_to_jsonl(insights: Iterable[Any]) -> str:

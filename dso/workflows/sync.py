@@ -40,7 +40,12 @@ from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, Objec
 from dso.workflows.library import AggregationSummary, Library, Source
 from dso.workflows.verify import Commitment, fetch_and_verify
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+# What a content store's answer can fail with through no fault of the batch: the bytes it served do
+# not hash to the committed CID, or it announced more bytes than a batch may hold. Retried on the
+# next sync (from the next configured IPFS node first); only bytes that match the CID and still
+# fail verification refuse a batch for good.
+TRANSIENT_REFUSALS = ("CidMismatch", "ObjectTooLarge")
 FETCH_WORKERS = 4
 
 
@@ -60,20 +65,30 @@ class SyncState:
     registry: str
     next_block: int
     batches: dict[str, BatchRecord] = field(default_factory=dict)
-    admitted: dict[str, str] = field(default_factory=dict)  # node id (decimal) -> address
+    admitted: dict[str, str] = field(default_factory=dict)  # node id (decimal) -> address, admitted now
+    # Every node id ever admitted -> its address (ids are never reused): whose name a batch may carry.
+    node_addresses: dict[str, str] = field(default_factory=dict)
     revoked_leaves: dict[str, list[int]] = field(default_factory=dict)  # batch root -> leaf indices
     # Hash of block next_block - 1 when the checkpoint was written: if the chain no longer has that
     # block (a restarted devnet, a reorg deeper than the confirmations), the checkpoint is void.
     last_block_hash: str | None = None
+    # Read from a version-2 checkpoint, which kept no node addresses and loaded batches without the
+    # provenance check: sync fills the addresses from the chain and verifies those batches again.
+    migrated: bool = field(default=False, compare=False)
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "registry": self.registry, "next_block": self.next_block,
                            "batches": {root: asdict(b) for root, b in self.batches.items()},
-                           "admitted": self.admitted, "revoked_leaves": self.revoked_leaves,
+                           "admitted": self.admitted, "node_addresses": self.node_addresses, "revoked_leaves": self.revoked_leaves,
                            "last_block_hash": self.last_block_hash}, indent=1, sort_keys=True) + "\n"
 
     def admitted_node_ids(self) -> set[int]:
         return {int(n) for n in self.admitted}
+
+    def submitter(self, node_id: int) -> bytes | None:
+        """The address (20 bytes) of node `node_id`, if the events read so far admitted it."""
+        address = self.node_addresses.get(str(node_id))
+        return bytes.fromhex(address[2:]) if address else None
 
     @classmethod
     def load(cls, path: Path, registry: str, deploy_block: int) -> "SyncState":
@@ -82,16 +97,21 @@ class SyncState:
             return cls(registry, deploy_block)
         try:
             data = json.loads(path.read_text())
-            if data["version"] != STATE_VERSION:
+            if data["version"] not in (2, STATE_VERSION):
                 raise DsoError(
                     f"sync checkpoint {path} has version {data['version']}; this dso writes {STATE_VERSION}. "
                     "Delete it and the library to resync from the deploy block"
                 )
             state = cls(data["registry"], int(data["next_block"]), {r: BatchRecord(**b) for r, b in data["batches"].items()},
                         {str(k): str(v) for k, v in data["admitted"].items()},
+                        {str(k): str(v) for k, v in data.get("node_addresses", {}).items()},
                         {str(k): [int(i) for i in v] for k, v in data["revoked_leaves"].items()}, data["last_block_hash"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DsoError(f"sync checkpoint {path} is corrupt ({exc}); delete it to resync from the deploy block") from exc
+        state.migrated = data["version"] == 2
+        for record in state.batches.values():
+            if record.invalid and record.invalid.startswith(TRANSIENT_REFUSALS):
+                record.invalid = None  # refused by an older dso for the server's fault: fetch it again
         if state.registry.lower() != registry.lower():
             raise DsoError(f"sync checkpoint {path} belongs to registry {state.registry}, not {registry}; use another DSO_HOME")
         return state
@@ -105,8 +125,8 @@ class SyncReport:
     to_block: int
     loaded: list[str]
     revoked: list[str]
-    invalid: dict[str, str]
-    unavailable: list[str]
+    invalid: dict[str, str]  # refused for good: root -> reason
+    unavailable: dict[str, str]  # retried next sync: root -> why not now
     reports_added: int
     revoked_experiences: int
     aggregation: AggregationSummary
@@ -130,8 +150,17 @@ def apply_events(state: SyncState, events: list) -> None:
                 leaves.append(int(args["leafIndex"]))
         elif event.name == "NodeAdmitted":
             state.admitted[str(int(args["nodeId"]))] = args["node"]
+            state.node_addresses[str(int(args["nodeId"]))] = args["node"]
         elif event.name == "NodeRemoved":
             state.admitted.pop(str(int(args["nodeId"])), None)
+
+
+def _fetch(store: ContentStore, root: str, record: BatchRecord, submitter: bytes | None):
+    """fetch_and_verify, refusing a batch whose node id no NodeAdmitted event named (the contract
+    only accepts batches from admitted nodes, so this means the events read are incomplete)."""
+    if submitter is None:
+        raise BatchError(f"node {record.node_id} committed it, but no NodeAdmitted event names that node")
+    return fetch_and_verify(store, root, record, submitter)
 
 
 def sync(
@@ -146,14 +175,24 @@ def sync(
 ) -> SyncReport:
     """Bring the library up to date with the chain; see the module docstring for the guarantees.
 
-    Unreachable services (RPC, IPFS) raise and leave the checkpoint where it was; a document the
-    store cannot find now is retried on the next sync; a document that fails verification is
-    refused for good (recorded with the reason) and never loaded. `policy` is the acceptance
-    policy for the aggregation (default `AcceptancePolicy()`).
+    Unreachable services (RPC, IPFS) raise and leave the checkpoint where it was. A document the
+    store cannot find now, or whose bytes do not match the committed CID (the store's fault, not
+    the batch's), is retried on the next sync (`unavailable`). A document that matches its CID but
+    fails verification (root, count, schema, or a header/leaf node other than the on-chain
+    submitter) is refused for good (`invalid`, with the reason), never loaded, and its reports
+    leave the library if an earlier dso had loaded them. `policy` is the acceptance policy for the
+    aggregation (default `AcceptancePolicy()`). `confirmations` must be >= 0: the checkpoint never
+    passes the chain's head.
     """
+    if isinstance(confirmations, bool) or not isinstance(confirmations, int) or confirmations < 0:
+        raise DsoError(f"confirmations must be a whole number of blocks >= 0; got {confirmations!r}")
     started = time.monotonic()
     path = state_path or dso_home() / "sync.json"
     state = SyncState.load(path, registry.address, deploy_block)
+    if state.migrated:
+        state.node_addresses = {str(node_id): address for node_id, address, _ in registry.nodes()}
+        for record in state.batches.values():
+            record.loaded = False  # verified again, provenance included; storing a report twice changes nothing
     from_block = state.next_block
     if state.last_block_hash is not None and registry.block_hash(from_block - 1) != state.last_block_hash:
         raise DsoError(
@@ -167,25 +206,30 @@ def sync(
     to_load = [r for r, b in state.batches.items() if b.status == "accepted" and not b.loaded and b.invalid is None]
     to_drop = [r for r, b in state.batches.items() if b.status == "revoked" and b.loaded]
     invalid: dict[str, str] = {}
-    unavailable: list[str] = []
+    unavailable: dict[str, str] = {}
     loaded: list[str] = []
     added = 0
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
-        futures = {root: pool.submit(fetch_and_verify, store, root, state.batches[root]) for root in to_load}
+        futures = {root: pool.submit(_fetch, store, root, state.batches[root], state.submitter(state.batches[root].node_id)) for root in to_load}
         for done, (root, future) in enumerate(futures.items(), 1):
             record = state.batches[root]
             try:
                 document = future.result()
-            except ContentNotFound:
-                unavailable.append(root)
+            except ContentNotFound as exc:
+                unavailable[root] = f"ContentNotFound: {exc}"
                 continue
-            except (CidMismatch, BatchError, InvalidCid, ObjectTooLarge) as exc:
+            except (CidMismatch, ObjectTooLarge) as exc:
+                unavailable[root] = f"{type(exc).__name__}: {exc}"
+                continue
+            except (BatchError, InvalidCid) as exc:
                 record.invalid = f"{type(exc).__name__}: {exc}"
                 invalid[root] = record.invalid
+                library.remove_batch(bytes.fromhex(root))
                 continue
             revoked_here = set(state.revoked_leaves.get(root, ()))
             kept = [(i, e) for i, e in enumerate(document.experiences) if i not in revoked_here]
-            added += library.add_reports([e for _, e in kept], document.header.baseline, Source(bytes.fromhex(root), record.node_id), [i for i, _ in kept])
+            source = Source(bytes.fromhex(root), record.node_id, document.header.node)
+            added += library.add_reports([e for _, e in kept], document.header.baseline, source, [i for i, _ in kept])
             record.loaded = True
             loaded.append(root)
             if progress:

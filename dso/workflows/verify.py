@@ -45,19 +45,30 @@ def committed_cid_text(raw: bytes) -> str:
         return UNPARSEABLE + bytes(raw).hex()
 
 
-def find_commitment(registry: Registry, root: bytes, deploy_block: int = 0) -> Commitment:
-    """The commitment of batch `root`, looked up by its indexed event topic; DsoError if the chain
-    holds no such batch."""
+def find_commitment(registry: Registry, root: bytes, deploy_block: int = 0) -> tuple[Commitment, bytes]:
+    """The commitment of batch `root`, looked up by its indexed event topic, and its submitting
+    node's address (node ids are never reused, so the id names one address for good); DsoError if
+    the chain holds no such batch."""
     event = registry.batch_submission(root, from_block=deploy_block)
     if event is None:
         raise DsoError(f"no BatchSubmitted event for {root.hex()}: the registry {registry.address} holds no such batch")
-    return Commitment.from_event(event)
+    commitment = Commitment.from_event(event)
+    return commitment, node_address(registry, commitment.node_id)
 
 
-def fetch_and_verify(store: ContentStore, root: str, commitment: Commitment) -> BatchDocument:
-    """Fetch batch `root` (hex) by its committed CID and check it against the chain's root, count
-    and schema. Raises InvalidCid, ContentNotFound, CidMismatch, ObjectTooLarge or BatchError."""
+def node_address(registry: Registry, node_id: int) -> bytes:
+    """The address of node `node_id` (20 bytes)."""
+    addresses = registry.node_addresses(node_id - 1, 1)
+    if node_id < 1 or not addresses:
+        raise DsoError(f"the registry knows no node {node_id}")
+    return bytes.fromhex(addresses[0][2:])
+
+
+def fetch_and_verify(store: ContentStore, root: str, commitment: Commitment, submitter: bytes) -> BatchDocument:
+    """Fetch batch `root` (hex) by its committed CID and check it against the chain's root, count,
+    schema and submitting node (`submitter`, 20 bytes). Raises InvalidCid, ContentNotFound,
+    CidMismatch, ObjectTooLarge, StoreUnavailable or BatchError."""
     if commitment.cid.startswith(UNPARSEABLE):
         cid_from_bytes(bytes.fromhex(commitment.cid[len(UNPARSEABLE):]))  # raises InvalidCid with the reason
     data = store.get(commitment.cid)
-    return verify_document(data, bytes.fromhex(root), commitment.count, bytes.fromhex(commitment.schema))
+    return verify_document(data, bytes.fromhex(root), commitment.count, bytes.fromhex(commitment.schema), submitter)

@@ -10,6 +10,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from dso import __version__
 from dso.errors import DsoError
@@ -38,7 +39,7 @@ for command in (devnet, deploy, status, submit, outbox, batches, show, vote, fin
 def main() -> None:
     """Entry point: user errors print one clear line, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        status = cli.main(standalone_mode=False)  # a command's click.exceptions.Exit(code) comes back as its code
     except click.exceptions.Abort:
         console.print("aborted")
         sys.exit(130)
@@ -46,8 +47,10 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DsoError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
+    if isinstance(status, int) and status:
+        sys.exit(status)
 
 
 __all__ = ["cli", "main"]

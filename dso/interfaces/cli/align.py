@@ -54,3 +54,4 @@ def align_show(file: Path) -> None:
     a = Alignment.from_bytes(data)
     click.echo(f"alignment {a.alignment_id}")
     click.echo(f"source dim {a.source_dim} -> target dim {a.target_dim}, scale {a.scale:.6g}, {len(data):,} bytes")
+    click.echo(f"query model {a.source_model or '(not recorded: refit with `dso align fit`)'} -> library model {a.target_model or '(not recorded)'}")

@@ -8,7 +8,7 @@ from rich.table import Table
 from dso.edges.chain import ProposalResult, Registry, Status
 from dso.edges.config import load_config
 from dso.errors import DsoError
-from dso.interfaces.cli.options import console, open_registry, open_store, resolve_root, unlock_wallet, wallet_options
+from dso.interfaces.cli.options import console, open_registry, open_store, plain_text, resolve_root, unlock_wallet, wallet_options
 
 
 @click.group()
@@ -79,13 +79,13 @@ def dao_revoke_experience(batch: str, index: int, wallet_name: str, password_env
 
     registry = open_registry()
     root = resolve_root(registry, batch)
-    document = fetch_and_verify(open_store(), root.hex(), find_commitment(registry, root, load_config().deploy_block))
+    document = fetch_and_verify(open_store(), root.hex(), *find_commitment(registry, root, load_config().deploy_block))
     count = len(document.experiences)
     if not 0 <= index < count:
         raise DsoError(f"batch {root.hex()[:16]} holds experiences 0..{count - 1}; there is no experience {index}")
     experience, leaf = document.experiences[index], document.leaves[index]
     console.print(f"experience {index} of batch {root.hex()[:16]} ({experience.domain}, confidence {experience.confidence:.2f}):")
-    console.print(f"  {experience.text}", highlight=False)
+    console.print(f"  {plain_text(experience.text)}", highlight=False)
     proof = prove_inclusion(document.leaves, index)
     result = registry.propose_revoke_experience(unlock_wallet(wallet_name, password_env), root, index, leaf, proof.path)
     console.print(

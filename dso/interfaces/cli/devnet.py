@@ -7,12 +7,12 @@ import json
 import click
 from rich.table import Table
 
-from dso.edges.config import NetworkConfig, save_config
+from dso.edges.config import NetworkConfig, load_config, save_config
 from dso.edges.files import atomic_write_text
 from dso.edges.services import DEFAULT_ANVIL_PORT, DEFAULT_IPFS_PORT, ManagedProcess
 from dso.edges.wallet import DEV_PASSWORD_ENV, create_dev_wallets, dev_password
 from dso.interfaces.cli.options import console, devnet_dir
-from dso.workflows.devnet import DEVNET_ROLES, DEVNET_SERVICES, bring_up
+from dso.workflows.devnet import DEVNET_ROLES, DEVNET_SERVICES, bring_up, resume
 
 
 @click.group()
@@ -27,7 +27,19 @@ def devnet() -> None:
 @click.option("--quorum-bps", default=5_000, show_default=True, help="Quorum, basis points of the electorate.")
 def devnet_up(port: int, ipfs_port: int, voting_period: int, quorum_bps: int) -> None:
     """Start Anvil and the IPFS node, deploy the registry with dev members and nodes, write the
-    network config."""
+    network config. If the devnet's Anvil still runs, start only what is missing (the IPFS node)
+    and keep the chain."""
+    running = ManagedProcess("anvil", devnet_dir()).pid() is not None
+    if running:
+        config = load_config()
+        resumed = resume(devnet_dir(), config.rpc_url, config.registry, config.ipfs_api, ipfs_port)
+        if resumed is not None:
+            console.print(f"anvil already running (pid {resumed.anvil_pid}, registry {config.registry} kept); "
+                          f"started the IPFS node (pid {resumed.ipfs_pid}) on {resumed.ipfs_api}")
+            return
+    stale_ipfs = ManagedProcess("ipfs", devnet_dir())
+    if stale_ipfs.pid() is not None:  # its chain is gone: a fresh devnet gets a fresh node (the repo is kept)
+        stale_ipfs.stop()
     net = bring_up(devnet_dir(), port, ipfs_port, voting_period, quorum_bps)
     config = NetworkConfig(net.rpc_url, net.registry.chain_id(), net.registry.address, net.deploy.block_number, name="devnet", ipfs_api=net.ipfs_api)
     path = save_config(config)

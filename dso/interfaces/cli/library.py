@@ -6,15 +6,25 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
+from dso.core.experience import display_text
 from dso.edges.config import load_config
 from dso.edges.embed import QUERY_MODEL_LOADERS
 from dso.errors import DsoError
-from dso.interfaces.cli.options import console, library_path, open_registry, open_store
+from dso.interfaces.cli.options import console, library_path, open_registry, open_store, plain_text, text_cell
+
+# `dso sync` exit statuses besides 0 (done), 1 (an error: nothing changed) and 2 (usage).
+EXIT_REFUSED = 3
+EXIT_UNAVAILABLE = 4
 
 
-@click.command("sync")
-@click.option("--confirmations", default=0, show_default=True, help="Ignore the newest N blocks (reorg safety on real networks).")
+@click.command("sync", epilog=f"Exit status: 0 when every accepted batch is in the library; {EXIT_REFUSED} when batches were refused "
+                              f"(they fail verification: never loaded, listed with the reason); {EXIT_UNAVAILABLE} when none was refused "
+                              "but some could not be fetched yet (retried on the next sync); 1 on an error (the checkpoint did not move); "
+                              "2 on a usage error.")
+@click.option("--confirmations", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Ignore the newest N blocks (reorg safety on real networks).")
 @click.option("--min-nodes", default=3, show_default=True, help="Distinct admitted nodes an experience needs (at least 2).")
 @click.option("--support-fraction", default=0.05, show_default=True, help="...or this share of the nodes that reported anything, if more.")
 @click.option("--min-confidence", default=0.5, show_default=True, help="Median confidence over the node voices an experience needs.")
@@ -36,21 +46,35 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
         report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
                       progress=lambda root, done, total: bar.update(task, completed=done, total=total), policy=policy)
     a = report.aggregation
+    blocks = (f"blocks {report.from_block}-{report.to_block}" if report.to_block >= report.from_block
+              else f"no new blocks since the last sync (checkpoint at block {report.from_block})")
     console.print(
-        f"blocks {report.from_block}-{report.to_block}: loaded {len(report.loaded)} batch(es) "
+        f"{blocks}: loaded {len(report.loaded)} batch(es) "
         f"(+{report.reports_added} reports), dropped {len(report.revoked)} revoked batch(es) and "
         f"{report.revoked_experiences} revoked experience(s), {len(report.invalid)} refused, "
         f"{len(report.unavailable)} not yet available ({report.seconds} s)"
     )
+    if a.required_support > a.active_nodes:
+        bar = (f"no experience can be accepted yet: the policy needs {a.required_support} distinct nodes per experience "
+               f"but only {a.active_nodes} admitted node(s) reported anything; wait for more nodes or lower --min-nodes")
+    else:
+        bar = f">= {a.required_support} of {a.active_nodes} active nodes and median confidence >= {policy.min_confidence}"
     console.print(
-        f"library: {a.accepted} experiences accepted, {a.pending} awaiting support "
-        f"(>= {a.required_support} of {a.active_nodes} active nodes and median confidence >= {policy.min_confidence}); "
+        f"library: {a.accepted} experiences accepted, {a.pending} awaiting support ({bar}); "
         f"{a.reports} reports, {a.dropped_reports} from nodes not admitted"
         + (f", {a.capped_reports} over the per-node cap" if a.capped_reports else "")
         + (f", {a.invalid_codes} malformed codes left out of the vote" if a.invalid_codes else "")
     )
     for root, reason in report.invalid.items():
-        console.print(f"[red]refused[/red] {root[:16]}: {reason}")
+        console.print(f"[red]refused[/red] {root[:16]}: {plain_text(reason)}")
+    for root, reason in report.unavailable.items():
+        console.print(f"[yellow]not yet available[/yellow] {root[:16]}: {plain_text(reason)} (retried on the next sync)")
+    if report.invalid:
+        console.print(f"{len(report.invalid)} batch(es) refused: exit status {EXIT_REFUSED}")
+        raise click.exceptions.Exit(EXIT_REFUSED)
+    if report.unavailable:
+        console.print(f"{len(report.unavailable)} batch(es) not yet available: exit status {EXIT_UNAVAILABLE}")
+        raise click.exceptions.Exit(EXIT_UNAVAILABLE)
 
 
 @click.command()
@@ -84,7 +108,10 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
     with Library(path, load_embedder(embedder_name)) as library:
         vector = None
         if query_model and alignment:
-            vector = AlignedQueryEmbedder(load_query_model(query_model), alignment, target_dim=library.embedder.dim).embed([text])[0]
+            model = load_query_model(query_model)
+            queries = AlignedQueryEmbedder(model, alignment, target_dim=library.embedder.dim)  # dimensions first
+            alignment.check_models(model.model_id, library.embedder.model_id)
+            vector = queries.embed([text])[0]
         if fmt == "prompt":
             click.echo(library.context_for(text, k=k, domain=domain, min_confidence=min_confidence, query_vector=vector))
             return
@@ -93,10 +120,10 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
         click.echo(export_json(hits))
         return
     via = f" ({query_model}, alignment {alignment.alignment_id[:12]})" if query_model and alignment else ""
-    table = Table(title=f"top {k} for: {text}{via}")
+    table = Table(title=Text(f"top {k} for: {display_text(text)}{via}"))
     for column in ("score", "domain", "confidence", "nodes", "experience"):
         table.add_column(column)
     for hit in hits:
         nodes = str(hit.support) if hit.origin == "network" else "local"
-        table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, hit.experience.text)
+        table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, text_cell(hit.experience.text))
     console.print(table)

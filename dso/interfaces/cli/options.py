@@ -8,13 +8,27 @@ from typing import Any, Callable, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
+from dso.core.experience import display_text
 from dso.edges.chain import Registry
 from dso.edges.config import dso_home, load_config
 from dso.errors import DsoError
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def plain_text(text: str) -> str:
+    """Untrusted text (an experience, a node's error) for a console markup string: control and
+    format characters escaped (`display_text`) and rich markup such as "[red]" shown literally."""
+    return escape(display_text(text))
+
+
+def text_cell(text: str) -> Text:
+    """Untrusted text for a table cell: escaped like `plain_text`, never parsed as markup."""
+    return Text(display_text(text))
 
 
 def wallet_options(fn: F) -> F:
@@ -48,10 +62,11 @@ def open_registry() -> Registry:
 
 def open_store():
     """The configured content store: the Kubo RPC API if one is set, else the embedded store."""
-    from dso.edges.ipfs import KuboClient, LocalStore
+    from dso.edges.ipfs import KuboClient, LocalStore, MirroredStore
 
     config = load_config()
-    return KuboClient(config.ipfs_api) if config.ipfs_api else LocalStore(dso_home() / "blocks")
+    primary = KuboClient(config.ipfs_api) if config.ipfs_api else LocalStore(dso_home() / "blocks")
+    return MirroredStore([primary, *(KuboClient(m) for m in config.ipfs_mirrors)]) if config.ipfs_mirrors else primary
 
 
 def resolve_root(registry: Registry, text: str) -> bytes:
@@ -62,7 +77,13 @@ def resolve_root(registry: Registry, text: str) -> bytes:
             return bytes.fromhex(wanted)
         except ValueError as exc:
             raise DsoError(f"{text!r} is not a hex batch root") from exc
-    matches = [b.root for b in registry.all_batches() if b.root.hex().startswith(wanted)] if wanted else []
-    if len(matches) != 1:
+    if not wanted:
+        raise DsoError(f"{text!r} names no batch: give a batch root or the first hex digits of one (`dso batches` lists them)")
+    if any(c not in "0123456789abcdef" for c in wanted):
+        raise DsoError(f"{text!r} is not a hex batch root or prefix")
+    matches = [b.root for b in registry.all_batches() if b.root.hex().startswith(wanted)]
+    if not matches:
+        raise DsoError(f"no batch root starts with {wanted} on this registry (`dso batches` lists them)")
+    if len(matches) > 1:
         raise DsoError(f"{text!r} matches {len(matches)} batches; give more hex digits of the root")
     return matches[0]

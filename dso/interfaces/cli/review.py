@@ -9,7 +9,7 @@ from rich.table import Table
 
 from dso.edges.chain import Status
 from dso.edges.config import load_config
-from dso.interfaces.cli.options import console, open_registry, open_store, resolve_root, unlock_wallet, wallet_options
+from dso.interfaces.cli.options import console, open_registry, open_store, resolve_root, text_cell, unlock_wallet, wallet_options
 
 
 @click.command()
@@ -38,8 +38,8 @@ def show(batch: str) -> None:
 
     registry = open_registry()
     root = resolve_root(registry, batch)
-    commitment = find_commitment(registry, root, load_config().deploy_block)
-    document = fetch_and_verify(open_store(), root.hex(), commitment)
+    commitment, submitter = find_commitment(registry, root, load_config().deploy_block)
+    document = fetch_and_verify(open_store(), root.hex(), commitment, submitter)
     info = registry.batch(root)
     console.print(f"batch {root.hex()}: {info.tally.status.name.lower()}, {info.tally.yes} yes / {info.tally.no} no; verified CID {commitment.cid}")
     console.print(summarize(document))
@@ -47,7 +47,7 @@ def show(batch: str) -> None:
     for column in ("#", "domain", "confidence", "experience"):
         table.add_column(column)
     for n, e in enumerate(document.experiences):
-        table.add_row(str(n), e.domain, f"{e.confidence:.2f}", e.text)
+        table.add_row(str(n), e.domain, f"{e.confidence:.2f}", text_cell(e.text))
     console.print(table)
 
 
