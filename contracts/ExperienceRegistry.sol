@@ -12,6 +12,8 @@ pragma solidity 0.8.30;
 /// RFC 9162 inclusion proof (sha256, 0x00 leaf and 0x01 node prefixes, checked here with the sha256
 /// precompile) that the experience is leaf `i` of the batch, and the DAO votes on revoking just that
 /// leaf. The proof is checked against the batch's on-chain leaf count, never a caller-supplied size.
+/// A leaf has at most one pending challenge; once it is finalized, a rejected challenge can be
+/// raised again.
 ///
 /// Decision rule (one rule for batches and proposals):
 ///   accepted  <=>  yes + no >= quorum  AND  3 * yes >= 2 * (yes + no)
@@ -78,6 +80,17 @@ contract ExperienceRegistry {
     struct Node {
         uint32 id;
         bool active;
+    }
+
+    /// @dev One experience (leaf) of a batch: `challenge` is 1 + the id of its latest
+    /// RevokeExperience proposal (0 = never challenged), `revoked` whether a challenge was accepted.
+    /// Both share one slot, so the write that opens a challenge pays for the later revocation's
+    /// slot too: the pending-challenge guard costs a challenge ~20k gas and its acceptance ~17k less.
+    /// Other proposal kinds keep allowing duplicates, which apply as no-ops (`applied` false): the
+    /// same guard over any action, keyed by its hash, measured 22.7k more gas on every proposal.
+    struct Leaf {
+        uint64 challenge;
+        bool revoked;
     }
 
     /// @dev What a governance proposal acts on: an account (members, nodes), a batch root, or a
@@ -181,8 +194,8 @@ contract ExperienceRegistry {
     mapping(uint256 => Action) private _actions;
     /// @dev Leaf hash of each RevokeExperience proposal (other proposals never write here).
     mapping(uint256 => bytes32) private _challengedLeafHash;
-    /// @dev Revoked experiences: batch root => word (leaf index / 256) => bit (leaf index % 256).
-    mapping(bytes32 => mapping(uint256 => uint256)) private _revokedLeaves;
+    /// @dev Challenged and revoked experiences: batch root => leaf index => its latest challenge.
+    mapping(bytes32 => mapping(uint256 => Leaf)) private _leaves;
 
     /// @notice Next EIP-712 nonce of each node address.
     mapping(address => uint256) public nonces;
@@ -282,6 +295,9 @@ contract ExperienceRegistry {
     error LeafIndexOutOfRange(uint32 leafIndex, uint32 count);
     error InvalidInclusionProof();
     error ExperienceAlreadyRevoked(bytes32 root, uint32 leafIndex);
+    /// @dev Fires when `proposeRevokeLeaf` names a leaf whose challenge `proposalId` is still
+    /// pending (even past its deadline: finalize it first, then a rejected challenge can be re-raised).
+    error LeafChallengePending(bytes32 root, uint32 leafIndex, uint64 proposalId);
 
     // ------------------------------------------------------------------ construction
 
@@ -436,6 +452,8 @@ contract ExperienceRegistry {
     /// path can fit more than one tree size (leaf 2 of a 3-leaf tree proves as leaf 1 of a 2-leaf
     /// tree), so a caller-chosen size would let a proof name the wrong index. The loop is bounded:
     /// a path longer than 32 levels cannot fit a uint32 count and is refused.
+    /// One challenge per leaf at a time: a second one while the first is pending reverts with
+    /// `LeafChallengePending` naming it; after a rejection the leaf can be challenged again.
     /// The name is chosen for its selector (0xf93eb816), which sorts after every vote, submit and
     /// finalize selector: the dispatcher compares selectors in ascending order, and each function
     /// placed before a hot one would add 22 gas to every call of it.
@@ -454,11 +472,16 @@ contract ExperienceRegistry {
         if (status != Status.Accepted) revert BatchIsNotAccepted(root, status);
         uint32 count = tally.count;
         if (leafIndex >= count) revert LeafIndexOutOfRange(leafIndex, count);
-        if (_isRevokedLeaf(root, leafIndex)) revert ExperienceAlreadyRevoked(root, leafIndex);
+        Leaf memory state = _leaves[root][leafIndex];
+        if (state.revoked) revert ExperienceAlreadyRevoked(root, leafIndex);
+        if (state.challenge != 0 && _proposals[state.challenge - 1].status == Status.Pending) {
+            revert LeafChallengePending(root, leafIndex, state.challenge - 1);
+        }
         bytes32 leafHash = sha256(abi.encodePacked(bytes1(0x00), leaf));
         if (_inclusionRoot(leafHash, leafIndex, count, proof) != root) revert InvalidInclusionProof();
         proposalId = _propose(ProposalKind.RevokeExperience, address(0), root);
         _actions[proposalId].leafIndex = leafIndex;
+        _leaves[root][leafIndex].challenge = proposalId + 1;
         _challengedLeafHash[proposalId] = leafHash;
         emit ExperienceRevocationProposed(proposalId, root, leafIndex, leafHash);
     }
@@ -534,7 +557,7 @@ contract ExperienceRegistry {
     /// all of its experiences whatever this returns. Named, like `proposeRevokeLeaf`, for a selector
     /// (0xff446b89) that sorts after the hot functions'.
     function isRevokedLeaf(bytes32 root, uint32 leafIndex) external view returns (bool) {
-        return _isRevokedLeaf(root, leafIndex);
+        return _leaves[root][leafIndex].revoked;
     }
 
     /// @notice Whether `voter` has voted on batch `root`.
@@ -769,13 +792,11 @@ contract ExperienceRegistry {
         return true;
     }
 
-    /// @dev False if the leaf was already revoked (e.g. by a concurrent proposal). Applies even if
-    /// the whole batch was revoked meanwhile: the record stays true and costs one bit.
+    /// @dev Always applies: a leaf has one pending challenge at most, and none is opened once it is
+    /// revoked, so no other challenge can have revoked it meanwhile. Applies even if the whole batch
+    /// was revoked meanwhile: the record stays true.
     function _revokeLeaf(bytes32 root, uint32 leafIndex, uint64 proposalId) private returns (bool) {
-        uint256 word = _revokedLeaves[root][leafIndex >> 8];
-        uint256 bit = 1 << (leafIndex & 0xff);
-        if (word & bit != 0) return false;
-        _revokedLeaves[root][leafIndex >> 8] = word | bit;
+        _leaves[root][leafIndex].revoked = true;
         emit ExperienceRevoked(root, leafIndex, _challengedLeafHash[proposalId], proposalId);
         return true;
     }
@@ -785,10 +806,6 @@ contract ExperienceRegistry {
     function _isMember(address account) private view returns (bool) {
         Member memory m = _members[account];
         return m.joinedAt != 0 && m.leftAt == 0;
-    }
-
-    function _isRevokedLeaf(bytes32 root, uint32 leafIndex) private view returns (bool) {
-        return _revokedLeaves[root][leafIndex >> 8] & (1 << (leafIndex & 0xff)) != 0;
     }
 
     function _activeNodeId(address account) private view returns (uint32) {

@@ -639,18 +639,35 @@ def test_revoking_one_experience_by_vote_keeps_the_rest_of_the_batch(dao):
         challenge(dao, root, 3, leaves[3], prove_inclusion(leaves, 3).path)
 
 
-def test_rejected_challenge_revokes_nothing_and_a_duplicate_applies_once(dao):
+def test_second_pending_challenge_of_a_leaf_reverts_with_LeafChallengePending(dao, w3):
+    reg, leaves = dao.registry, leaves_of(6)
+    root = accepted_batch(dao, leaves)
+    first = challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path).proposal_id
+    for proposer in dao.members:
+        with pytest.raises(ContractRevert) as info:
+            challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path, proposer=proposer)
+        assert (info.value.name, info.value.args_) == ("LeafChallengePending", ("0x" + root.hex(), 2, first))
+    challenge(dao, root, 3, leaves[3], prove_inclusion(leaves, 3).path)  # another leaf of the batch is free
+    advance_time(w3, VOTING_PERIOD)  # past its deadline but not finalized: still the pending challenge
+    with reverts("LeafChallengePending"):
+        challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path)
+    assert reg.finalize_proposal(dao.deployer, first).status == Status.REJECTED
+    challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path)
+
+
+def test_rejected_challenge_revokes_nothing_and_can_be_raised_again(dao):
     reg, leaves = dao.registry, leaves_of(6)
     root = accepted_batch(dao, leaves)
     path = prove_inclusion(leaves, 2).path
     rejected = challenge(dao, root, 2, leaves[2], path).proposal_id
-    first = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[1]).proposal_id
-    second = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[2]).proposal_id
     for member in dao.members[:2]:
         reg.vote_on_proposal(member, rejected, False)
     assert reg.finalize_proposal(dao.deployer, rejected).status == Status.REJECTED
     assert not reg.is_experience_revoked(root, 2)
-    assert pass_proposal(dao, first).applied
-    result = pass_proposal(dao, second)
-    assert (result.status, result.applied) == (Status.ACCEPTED, False)
-    assert [e.name for e in reg.events(result.tx.block_number).events] == ["ProposalFinalized"]  # no second ExperienceRevoked
+    again = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[1]).proposal_id
+    assert reg.proposal(again).leaf_hash == leaf_hash(leaves[2])
+    result = pass_proposal(dao, again)
+    assert (result.status, result.applied) == (Status.ACCEPTED, True)
+    assert reg.is_experience_revoked(root, 2)
+    with reverts("ExperienceAlreadyRevoked"):  # accepted: the leaf is done with, not pending
+        challenge(dao, root, 2, leaves[2], path, proposer=dao.members[2])

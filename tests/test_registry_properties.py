@@ -10,7 +10,8 @@ remove members, admit and remove nodes, revoke a batch, revoke one experience by
 Invariants this checks: no double vote; no vote outside the window; no vote from outside the
 snapshot electorate (a member admitted after a tally opened cannot vote on it); acceptance iff
 quorum and 2/3, for batches and proposals; early finalization only when the outcome is certain; an
-accepted proposal applies exactly when its target has not changed meanwhile; no state change
+accepted proposal applies exactly when its target has not changed meanwhile; at most one pending
+challenge per experience, and a rejected one can be raised again; no state change
 without a member (proposals), an admitted node (submissions) or that node's valid, unexpired,
 unused signature (relayed submissions).
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from web3.exceptions import ContractCustomError, ContractLogicError
 
@@ -192,6 +193,8 @@ class Model:
                 return "LeafIndexOutOfRange"
             if target in self.revoked_leaves:
                 return "ExperienceAlreadyRevoked"
+            if any(p.action == "revoke_leaf" and p.target == target and p.tally.status == Status.PENDING for p in self.proposals.values()):
+                return "LeafChallengePending"
             if not valid_proof:
                 return "InvalidInclusionProof"
         if not self.is_member(proposer):
@@ -242,10 +245,16 @@ def lifecycle(draw) -> list:
     ops = [submit, ("burst", "batch", -1, draw(mostly_yes))]
     if draw(st.booleans()):
         ops.append(("advance", draw(st.integers(1, 2 * PERIOD))))
-    ops += [("finalize", -1), proposal, ("burst", "proposal", -1, draw(mostly_yes))]
+    ops += [("finalize", -1), proposal]
+    if proposal[0] == "propose_leaf" or draw(st.booleans()):  # the same proposal again while the first is pending
+        ops.append(proposal)
+    ops.append(("burst", "proposal", -1, draw(mostly_yes)))
     if draw(st.booleans()):
         ops.append(("advance", draw(st.integers(1, 2 * PERIOD))))
-    return ops + [("finalize_proposal", -1)]
+    ops.append(("finalize_proposal", -1))
+    if draw(st.booleans()):  # and once more after it was decided (a rejected challenge may be re-raised)
+        ops.append(proposal)
+    return ops
 
 
 # Each example: one to three lifecycles, each followed by up to eight random operations.
@@ -292,8 +301,21 @@ def in_snapshot(w3, run) -> None:
 
 # No shrink phase: each replay is a few dozen Anvil transactions and shrinking took minutes; a
 # failure still prints its whole operation sequence, which is short enough to read.
+ALL_YES, ALL_NO = [True] * 4 + [None] * 4, [False] * 4 + [None] * 4  # the four seed members vote
+
+# A leaf challenged twice while pending, rejected, raised again, accepted, and challenged once more.
+LEAF_CHALLENGE_LIFE = [
+    ("submit", 0, 4), ("burst", "batch", -1, ALL_YES), ("finalize", -1),
+    ("propose_leaf", 0, -1, 1, True), ("propose_leaf", 1, -1, 1, True), ("propose_leaf", 2, -1, 1, False),
+    ("burst", "proposal", -1, ALL_NO), ("finalize_proposal", -1),
+    ("propose_leaf", 1, -1, 1, True), ("propose_leaf", 0, -1, 1, True),
+    ("burst", "proposal", -1, ALL_YES), ("finalize_proposal", -1), ("propose_leaf", 2, -1, 1, True),
+]
+
+
 @settings(max_examples=50, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=operation_sequences)
+@example(sequence=LEAF_CHALLENGE_LIFE)
 def test_random_operation_sequences_match_the_model(w3, world, sequence):
     in_snapshot(w3, lambda: run_sequence(w3, world, sequence))
 

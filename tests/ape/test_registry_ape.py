@@ -144,3 +144,26 @@ def test_leaf_challenge_revokes_one_experience(registry, members, nodes, cid, sc
     [revoked] = registry.finalizeProposal(proposed.proposalId, sender=members[2]).events.filter(registry.ExperienceRevoked)
     assert (revoked.root, revoked.leafIndex, revoked.proposalId) == (root, 1, proposed.proposalId)
     assert [registry.isRevokedLeaf(root, i) for i in range(3)] == [False, True, False]
+
+
+def test_second_challenge_of_a_pending_leaf_reverts_naming_it(registry, members, nodes, cid, schema):
+    from dso.merkle import merkle_root, prove_inclusion
+
+    leaves = [b"experience a", b"experience b"]
+    root = merkle_root(leaves)
+    registry.submitBatch(root, cid, len(leaves), schema, sender=nodes[0])
+    registry.voteOnBatch(root, True, sender=members[0])
+    registry.voteOnBatch(root, True, sender=members[1])
+    registry.finalizeBatch(root, sender=members[0])
+    path = list(prove_inclusion(leaves, 0).path)
+    [first] = registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[0]).events.filter(registry.ExperienceRevocationProposed)
+
+    with ape.reverts(registry.LeafChallengePending) as info:
+        registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[1])
+    assert_error_inputs(info, root=root, leafIndex=0, proposalId=first.proposalId)
+
+    registry.voteOnProposal(first.proposalId, False, sender=members[0])
+    registry.voteOnProposal(first.proposalId, False, sender=members[1])
+    registry.finalizeProposal(first.proposalId, sender=members[2])  # rejected: the leaf may be challenged again
+    [again] = registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[1]).events.filter(registry.ExperienceRevocationProposed)
+    assert again.proposalId == first.proposalId + 1
