@@ -5,6 +5,8 @@ Setup (conftest.py): 3 members, 2 nodes, votingPeriod 3600 s, quorumBps 5000 (qu
 
 import ape
 
+from conftest import make_root
+
 VOTING_PERIOD = 3600
 QUORUM_BPS = 5000
 PENDING, ACCEPTED, REJECTED = 1, 2, 3  # ExperienceRegistry.Status
@@ -167,3 +169,24 @@ def test_second_challenge_of_a_pending_leaf_reverts_naming_it(registry, members,
     registry.finalizeProposal(first.proposalId, sender=members[2])  # rejected: the leaf may be challenged again
     [again] = registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[1]).events.filter(registry.ExperienceRevocationProposed)
     assert again.proposalId == first.proposalId + 1
+
+
+def test_voting_parameter_change_applies_to_later_batches_only(registry, members, nodes, cid, schema):
+    before = registry.submitBatch(make_root("before"), cid, 1, schema, sender=nodes[0])
+    receipt = registry.proposeVotingParameterChange(2 * VOTING_PERIOD, 10_000, sender=members[0])
+    [proposed] = receipt.events.filter(registry.VotingParametersProposed)
+    assert (proposed.votingPeriod, proposed.quorumBps) == (2 * VOTING_PERIOD, 10_000)
+    with ape.reverts(registry.InvalidQuorumBps) as info:
+        registry.proposeVotingParameterChange(VOTING_PERIOD, 10_001, sender=members[0])
+    assert_error_inputs(info, quorumBps=10_001, minimum=1, maximum=10_000)
+
+    registry.voteOnProposal(proposed.proposalId, True, sender=members[0])
+    registry.voteOnProposal(proposed.proposalId, True, sender=members[1])
+    [changed] = registry.finalizeProposal(proposed.proposalId, sender=members[2]).events.filter(registry.VotingParametersChanged)
+    assert (changed.votingPeriod, changed.quorumBps, changed.clock) == (2 * VOTING_PERIOD, 10_000, registry.membershipClock())
+    assert (registry.votingPeriod(), registry.quorumBps()) == (2 * VOTING_PERIOD, 10_000)
+
+    after = registry.submitBatch(make_root("after"), cid, 1, schema, sender=nodes[0])
+    old, new = registry.batch(make_root("before")).tally, registry.batch(make_root("after")).tally
+    assert (old.deadline, old.quorumBps) == (before.timestamp + VOTING_PERIOD, QUORUM_BPS)
+    assert (new.deadline, new.quorumBps) == (after.timestamp + 2 * VOTING_PERIOD, 10_000)
