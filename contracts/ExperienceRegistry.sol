@@ -12,16 +12,20 @@ pragma solidity 0.8.30;
 /// RFC 9162 inclusion proof (sha256, 0x00 leaf and 0x01 node prefixes, checked here with the sha256
 /// precompile) that the experience is leaf `i` of the batch, and the DAO votes on revoking just that
 /// leaf. The proof is checked against the batch's on-chain leaf count, never a caller-supplied size.
+/// A leaf has at most one pending challenge; once it is finalized, a rejected challenge can be
+/// raised again.
 ///
 /// Decision rule (one rule for batches and proposals):
 ///   accepted  <=>  yes + no >= quorum  AND  3 * yes >= 2 * (yes + no)
-/// where quorum = ceil(electorate * quorumBps / 10_000), at least 1, and the electorate is the
-/// number of members at the snapshot taken when the batch or proposal was created.
+/// where quorum = ceil(electorate * quorumBps / 10_000), at least 1, and the electorate and
+/// quorumBps are those of the snapshot taken when the batch or proposal was created.
 ///
-/// Snapshot rule: membership changes advance a clock. A batch or proposal records the clock value at
-/// creation; a member may vote on it iff they joined at or before that value and had not left by
-/// then. A member admitted later cannot vote on it; a member removed later still can (their seat
-/// counted in the electorate).
+/// Snapshot rule: membership changes and voting-parameter changes advance a clock. A batch or
+/// proposal records the clock value at creation; a member may vote on it iff they joined at or
+/// before that value and had not left by then. A member admitted later cannot vote on it; a member
+/// removed later still can (their seat counted in the electorate). The voting period and quorum are
+/// DAO parameters too: a change applies to batches and proposals created after it, never to open
+/// ones (their deadline is fixed at creation, their quorum read from their snapshot).
 ///
 /// WARNING: the CID is committed in the `BatchSubmitted` event, not in storage (storing a string
 /// costs ~4x the whole submission). Clients must read the CID from that log, whose integrity is the
@@ -48,7 +52,8 @@ contract ExperienceRegistry {
         AdmitNode,
         RemoveNode,
         RevokeBatch,
-        RevokeExperience
+        RevokeExperience,
+        SetVotingParameters
     }
 
     /// @dev Voting state of a batch or proposal, packed into one slot so that a vote reads and
@@ -80,17 +85,39 @@ contract ExperienceRegistry {
         bool active;
     }
 
-    /// @dev What a governance proposal acts on: an account (members, nodes), a batch root, or a
-    /// batch root and one of its leaves. `leafIndex` shares the first slot with `kind` and
-    /// `account`, so other proposals pay nothing for it.
+    /// @dev One experience (leaf) of a batch: `challenge` is 1 + the id of its latest
+    /// RevokeExperience proposal (0 = never challenged), `revoked` whether a challenge was accepted.
+    /// Both share one slot, so the write that opens a challenge pays for the later revocation's
+    /// slot too: the pending-challenge guard costs a challenge ~20k gas and its acceptance ~17k less.
+    /// Other proposal kinds keep allowing duplicates, which apply as no-ops (`applied` false): the
+    /// same guard over any action, keyed by its hash, measured 22.7k more gas on every proposal.
+    struct Leaf {
+        uint64 challenge;
+        bool revoked;
+    }
+
+    /// @dev What a governance proposal acts on: an account (members, nodes), a batch root, a
+    /// batch root and one of its leaves, or new voting parameters. `leafIndex`, `votingPeriod` and
+    /// `quorumBps` share the first slot with `kind` and `account`, so other proposals pay nothing
+    /// for them.
     struct Action {
         ProposalKind kind;
         address account;
         uint32 leafIndex;
+        uint32 votingPeriod;
+        uint16 quorumBps;
         bytes32 batch;
     }
 
-    /// @notice Voting state of a batch or proposal, as returned by the views.
+    /// @dev The electorate and quorum in force from one membership-clock value on: what a tally
+    /// with that snapshot is decided by. One slot, read once by `finalize*`.
+    struct Electorate {
+        uint32 members;
+        uint16 quorumBps;
+    }
+
+    /// @notice Voting state of a batch or proposal, as returned by the views. `electorate` and
+    /// `quorumBps` are those of its snapshot: the ones its decision uses.
     struct TallyView {
         Status status;
         uint24 yes;
@@ -98,6 +125,7 @@ contract ExperienceRegistry {
         uint32 snapshot;
         uint32 electorate;
         uint40 deadline;
+        uint16 quorumBps;
     }
 
     /// @notice A batch as returned by `batch` and `batchesPage`.
@@ -109,7 +137,8 @@ contract ExperienceRegistry {
     }
 
     /// @notice A governance proposal as returned by `proposal` and `proposalsPage`.
-    /// `leafIndex` and `leafHash` are set for RevokeExperience proposals only (zero otherwise).
+    /// `leafIndex` and `leafHash` are set for RevokeExperience proposals only, `votingPeriod` and
+    /// `quorumBps` (the proposed values) for SetVotingParameters proposals only (zero otherwise).
     struct ProposalView {
         uint64 id;
         ProposalKind kind;
@@ -117,6 +146,8 @@ contract ExperienceRegistry {
         bytes32 batch;
         uint32 leafIndex;
         bytes32 leafHash;
+        uint32 votingPeriod;
+        uint16 quorumBps;
         TallyView tally;
     }
 
@@ -142,17 +173,29 @@ contract ExperienceRegistry {
     uint256 private constant _MAX_PAGE = 200;
     uint256 private constant _MAX_SEATS = type(uint24).max;
 
-    /// @notice Seconds a batch or proposal stays open for votes.
-    uint40 public immutable votingPeriod;
-    /// @notice Quorum as a fraction of the snapshot electorate, in basis points (1..10_000).
-    uint16 public immutable quorumBps;
+    /// @dev Shortest voting period (1 minute). A shorter one leaves no time to sign, send and mine a
+    /// vote (Ethereum blocks are 12 s apart): every batch would expire unvoted, i.e. rejected, and a
+    /// proposal to lengthen the period again could never pass, so governance would be locked for
+    /// good. A floor, not a recommendation: deployments use days (`dso deploy` defaults to 3 days).
+    /// The bounds are private: a public getter sorting before a hot selector would cost every
+    /// submit and vote 22 gas; `InvalidVotingPeriod` carries them.
+    uint256 private constant _MIN_VOTING_PERIOD = 1 minutes;
+    /// @dev Longest voting period (30 days). A batch nobody decides early stays pending, and out of
+    /// every library, until its deadline; past a month the registry no longer decides in time to
+    /// matter, and one accepted proposal could stall every later decision that long.
+    uint256 private constant _MAX_VOTING_PERIOD = 30 days;
+    /// @dev Quorum bounds in basis points: 0 is no quorum, and above 10_000 no tally could ever
+    /// reach quorum, including a proposal to lower it again.
+    uint256 private constant _MIN_QUORUM_BPS = 1;
+    uint256 private constant _MAX_QUORUM_BPS = 10_000;
 
     uint256 private immutable _cachedChainId;
     bytes32 private immutable _cachedDomainSeparator;
 
     // ------------------------------------------------------------------ state
 
-    /// @notice Membership clock: advanced by every membership change, recorded as snapshots.
+    /// @notice Membership clock: advanced by every membership change and every voting-parameter
+    /// change, recorded as snapshots.
     uint32 public membershipClock;
     /// @notice Current number of members.
     uint32 public memberCount;
@@ -164,12 +207,18 @@ contract ExperienceRegistry {
     uint32 public activeNodeCount;
     /// @notice Number of batches ever submitted.
     uint64 public batchCount;
+    /// @notice Seconds a batch or proposal created now stays open for votes (open ones keep the
+    /// deadline they were created with).
+    /// @dev Fills storage slot 0 with the clock and `batchCount`, which `submitBatch` reads and
+    /// writes anyway: reading the period there costs it nothing more than the immutable did.
+    uint32 public votingPeriod;
     /// @notice Number of governance proposals ever created (proposal ids are 0..proposalCount-1).
     uint64 public proposalCount;
 
     mapping(address => Member) private _members;
     mapping(uint256 => address) private _seatHolder;
-    mapping(uint32 => uint32) private _memberCountAt;
+    /// @dev Electorate and quorum in force from each clock value on; `[membershipClock]` is current.
+    mapping(uint32 => Electorate) private _electorateAt;
     mapping(address => Node) private _nodes;
     mapping(uint256 => address) private _nodeAddress;
 
@@ -181,8 +230,8 @@ contract ExperienceRegistry {
     mapping(uint256 => Action) private _actions;
     /// @dev Leaf hash of each RevokeExperience proposal (other proposals never write here).
     mapping(uint256 => bytes32) private _challengedLeafHash;
-    /// @dev Revoked experiences: batch root => word (leaf index / 256) => bit (leaf index % 256).
-    mapping(bytes32 => mapping(uint256 => uint256)) private _revokedLeaves;
+    /// @dev Challenged and revoked experiences: batch root => leaf index => its latest challenge.
+    mapping(bytes32 => mapping(uint256 => Leaf)) private _leaves;
 
     /// @notice Next EIP-712 nonce of each node address.
     mapping(address => uint256) public nonces;
@@ -239,6 +288,15 @@ contract ExperienceRegistry {
     /// revoked by proposal `proposalId`; clients drop that experience, and keep the batch's others.
     event ExperienceRevoked(bytes32 indexed root, uint32 leafIndex, bytes32 leafHash, uint64 indexed proposalId);
 
+    /// @notice Proposal `proposalId` (also announced by `ProposalCreated`, kind SetVotingParameters)
+    /// would set the voting period to `votingPeriod` seconds and the quorum to `quorumBps`.
+    event VotingParametersProposed(uint64 indexed proposalId, uint32 votingPeriod, uint16 quorumBps);
+
+    /// @notice Batches and proposals created from clock value `clock` on are open for `votingPeriod`
+    /// seconds and need `quorumBps` of their electorate; open ones keep their own. Emitted at
+    /// deployment (clock 0) and by each accepted SetVotingParameters proposal.
+    event VotingParametersChanged(uint32 votingPeriod, uint16 quorumBps, uint32 clock);
+
     /// @notice Membership changed; `clock` is the new membership clock value.
     event MemberAdded(address indexed member, uint32 seat, uint32 clock);
     /// @notice Membership changed; `clock` is the new membership clock value.
@@ -252,8 +310,12 @@ contract ExperienceRegistry {
 
     // ------------------------------------------------------------------ errors
 
-    error InvalidVotingPeriod(uint256 votingPeriod);
-    error InvalidQuorumBps(uint256 quorumBps);
+    /// @dev Fires when a deployment or a SetVotingParameters proposal names a voting period outside
+    /// [minimum, maximum] seconds.
+    error InvalidVotingPeriod(uint256 votingPeriod, uint256 minimum, uint256 maximum);
+    /// @dev Fires when a deployment or a SetVotingParameters proposal names a quorum outside
+    /// [minimum, maximum] basis points.
+    error InvalidQuorumBps(uint256 quorumBps, uint256 minimum, uint256 maximum);
     error NoInitialMembers();
     error CallerIsNotAMember(address caller);
     error CallerIsNotAnAdmittedNode(address caller);
@@ -282,26 +344,34 @@ contract ExperienceRegistry {
     error LeafIndexOutOfRange(uint32 leafIndex, uint32 count);
     error InvalidInclusionProof();
     error ExperienceAlreadyRevoked(bytes32 root, uint32 leafIndex);
+    /// @dev Fires when `proposeRevokeLeaf` names a leaf whose challenge `proposalId` is still
+    /// pending (even past its deadline: finalize it first, then a rejected challenge can be re-raised).
+    error LeafChallengePending(bytes32 root, uint32 leafIndex, uint64 proposalId);
+    /// @dev Fires when a SetVotingParameters proposal names the voting period and quorum already in force.
+    error VotingParametersUnchanged(uint32 votingPeriod, uint16 quorumBps);
 
     // ------------------------------------------------------------------ construction
 
     /// @notice Deploys the registry with its voting parameters and the seed electorate and nodes.
-    /// @param votingPeriod_ Seconds each batch or proposal stays open (> 0).
-    /// @param quorumBps_ Quorum as basis points of the snapshot electorate (1..10_000).
+    /// @param votingPeriod_ Seconds each batch or proposal stays open (1 minute..30 days); the DAO
+    /// can change it later.
+    /// @param quorumBps_ Quorum as basis points of the snapshot electorate (1..10_000); the DAO can
+    /// change it later.
     /// @param initialMembers First DAO members (at least one, no duplicates).
     /// @param initialNodes First admitted nodes (no duplicates).
     /// @dev The seeding loops are bounded by the deployer's own calldata and run once.
     constructor(
-        uint40 votingPeriod_,
+        uint32 votingPeriod_,
         uint16 quorumBps_,
         address[] memory initialMembers,
         address[] memory initialNodes
     ) {
-        if (votingPeriod_ == 0) revert InvalidVotingPeriod(votingPeriod_);
-        if (quorumBps_ == 0 || quorumBps_ > 10_000) revert InvalidQuorumBps(quorumBps_);
+        _checkVotingParameters(votingPeriod_, quorumBps_);
         if (initialMembers.length == 0) revert NoInitialMembers();
         votingPeriod = votingPeriod_;
-        quorumBps = quorumBps_;
+        // Clock 0 holds the quorum that each membership change copies forward.
+        _electorateAt[0].quorumBps = quorumBps_;
+        emit VotingParametersChanged(votingPeriod_, quorumBps_, 0);
         _cachedChainId = block.chainid;
         _cachedDomainSeparator = _buildDomainSeparator();
         for (uint256 i = 0; i < initialMembers.length; ++i) {
@@ -382,9 +452,11 @@ contract ExperienceRegistry {
     function finalizeBatch(bytes32 root) external returns (Status status) {
         Tally storage tally = _batches[root];
         if (tally.status == Status.None) revert UnknownBatch(root);
+        // Read before `_finalize` writes the slot: no load is reused across that store (100 gas).
+        (uint24 yes, uint24 no) = (tally.yes, tally.no);
         uint32 electorate;
         (status, electorate) = _finalize(tally);
-        emit BatchFinalized(root, status, tally.yes, tally.no, electorate);
+        emit BatchFinalized(root, status, yes, no, electorate);
     }
 
     // ------------------------------------------------------------------ governance proposals
@@ -436,6 +508,8 @@ contract ExperienceRegistry {
     /// path can fit more than one tree size (leaf 2 of a 3-leaf tree proves as leaf 1 of a 2-leaf
     /// tree), so a caller-chosen size would let a proof name the wrong index. The loop is bounded:
     /// a path longer than 32 levels cannot fit a uint32 count and is refused.
+    /// One challenge per leaf at a time: a second one while the first is pending reverts with
+    /// `LeafChallengePending` naming it; after a rejection the leaf can be challenged again.
     /// The name is chosen for its selector (0xf93eb816), which sorts after every vote, submit and
     /// finalize selector: the dispatcher compares selectors in ascending order, and each function
     /// placed before a hot one would add 22 gas to every call of it.
@@ -443,7 +517,7 @@ contract ExperienceRegistry {
     /// @param leafIndex 0-based position of the experience in the batch (< the batch's count).
     /// @param leaf The experience's canonical bytes (the Merkle leaf's data).
     /// @param proof Audit path of sibling hashes, bottom-up, exactly as long as (leafIndex, count)
-    /// requires (dso.merkle.prove_inclusion's `path`).
+    /// requires (dso.core.merkle.prove_inclusion's `path`).
     /// @return proposalId Id to vote and finalize on.
     function proposeRevokeLeaf(bytes32 root, uint32 leafIndex, bytes calldata leaf, bytes32[] calldata proof)
         external
@@ -454,13 +528,44 @@ contract ExperienceRegistry {
         if (status != Status.Accepted) revert BatchIsNotAccepted(root, status);
         uint32 count = tally.count;
         if (leafIndex >= count) revert LeafIndexOutOfRange(leafIndex, count);
-        if (_isRevokedLeaf(root, leafIndex)) revert ExperienceAlreadyRevoked(root, leafIndex);
+        Leaf memory state = _leaves[root][leafIndex];
+        if (state.revoked) revert ExperienceAlreadyRevoked(root, leafIndex);
+        if (state.challenge != 0 && _proposals[state.challenge - 1].status == Status.Pending) {
+            revert LeafChallengePending(root, leafIndex, state.challenge - 1);
+        }
         bytes32 leafHash = sha256(abi.encodePacked(bytes1(0x00), leaf));
         if (_inclusionRoot(leafHash, leafIndex, count, proof) != root) revert InvalidInclusionProof();
         proposalId = _propose(ProposalKind.RevokeExperience, address(0), root);
         _actions[proposalId].leafIndex = leafIndex;
+        _leaves[root][leafIndex].challenge = proposalId + 1;
         _challengedLeafHash[proposalId] = leafHash;
         emit ExperienceRevocationProposed(proposalId, root, leafIndex, leafHash);
+    }
+
+    /// @notice Proposes new voting parameters: batches and proposals created after this proposal is
+    /// accepted stay open `votingPeriod_` seconds and need `quorumBps_` of their electorate; those
+    /// already open keep their deadline and quorum. Caller must be a member.
+    /// @dev Bounds: 1 minute..30 days and 1..10_000 bps, the constructor's (see the constants).
+    /// CAUTION: the bounds keep governance usable, not prudent: a low quorum lets a few voters
+    /// decide every later batch and proposal, including the next parameter change.
+    /// The name is chosen for its selector (0xdfc72ca2), which sorts after every vote, submit and
+    /// finalize selector (see `proposeRevokeLeaf`).
+    /// @param votingPeriod_ The new voting period in seconds.
+    /// @param quorumBps_ The new quorum in basis points of the snapshot electorate.
+    /// @return proposalId Id to vote and finalize on.
+    function proposeVotingParameterChange(uint32 votingPeriod_, uint16 quorumBps_)
+        external
+        returns (uint64 proposalId)
+    {
+        _checkVotingParameters(votingPeriod_, quorumBps_);
+        if (votingPeriod_ == votingPeriod && quorumBps_ == _currentQuorumBps()) {
+            revert VotingParametersUnchanged(votingPeriod_, quorumBps_);
+        }
+        proposalId = _propose(ProposalKind.SetVotingParameters, address(0), bytes32(0));
+        Action storage action = _actions[proposalId];
+        action.votingPeriod = votingPeriod_;
+        action.quorumBps = quorumBps_;
+        emit VotingParametersProposed(proposalId, votingPeriod_, quorumBps_);
     }
 
     /// @notice Casts the caller's vote on proposal `proposalId`; same rules as `voteOnBatch`.
@@ -478,10 +583,11 @@ contract ExperienceRegistry {
     function finalizeProposal(uint64 proposalId) external returns (Status status) {
         Tally storage tally = _proposals[proposalId];
         if (tally.status == Status.None) revert UnknownProposal(proposalId);
+        (uint24 yes, uint24 no) = (tally.yes, tally.no); // as in `finalizeBatch`
         uint32 electorate;
         (status, electorate) = _finalize(tally);
         bool applied = status == Status.Accepted && _execute(proposalId);
-        emit ProposalFinalized(proposalId, status, tally.yes, tally.no, electorate, applied);
+        emit ProposalFinalized(proposalId, status, yes, no, electorate, applied);
     }
 
     // ------------------------------------------------------------------ views
@@ -510,13 +616,19 @@ contract ExperienceRegistry {
 
     /// @notice Number of members at membership clock value `clock` (the electorate of a snapshot).
     function memberCountAt(uint32 clock) external view returns (uint32) {
-        return _memberCountAt[clock];
+        return _electorateAt[clock].members;
     }
 
-    /// @notice Number of votes needed for quorum given an electorate size (at least 1).
-    function quorumFor(uint256 electorate) public view returns (uint256) {
-        uint256 needed = (electorate * quorumBps + 9_999) / 10_000;
-        return needed == 0 ? 1 : needed;
+    /// @notice Quorum, in basis points of the snapshot electorate, that batches and proposals
+    /// created now need (1..10_000); each open one keeps its own (`TallyView.quorumBps`).
+    function quorumBps() external view returns (uint16) {
+        return _currentQuorumBps();
+    }
+
+    /// @notice Number of votes needed for quorum given an electorate size (at least 1), under the
+    /// current quorum (`quorumBps`).
+    function quorumFor(uint256 electorate) external view returns (uint256) {
+        return _quorum(electorate, _currentQuorumBps());
     }
 
     /// @notice Batch `root` (tally status None if unknown).
@@ -534,7 +646,7 @@ contract ExperienceRegistry {
     /// all of its experiences whatever this returns. Named, like `proposeRevokeLeaf`, for a selector
     /// (0xff446b89) that sorts after the hot functions'.
     function isRevokedLeaf(bytes32 root, uint32 leafIndex) external view returns (bool) {
-        return _isRevokedLeaf(root, leafIndex);
+        return _leaves[root][leafIndex].revoked;
     }
 
     /// @notice Whether `voter` has voted on batch `root`.
@@ -663,20 +775,21 @@ contract ExperienceRegistry {
     /// @dev Decides a pending tally or reverts with VotingStillOpen / NotPending.
     function _finalize(Tally storage tally) private returns (Status status, uint32 electorate) {
         if (tally.status != Status.Pending) revert NotPending(tally.status);
-        electorate = _memberCountAt[tally.snapshot];
-        status = _decide(tally.yes, tally.no, electorate, block.timestamp >= tally.deadline);
+        Electorate storage snapshot = _electorateAt[tally.snapshot];
+        electorate = snapshot.members;
+        uint256 quorum = _quorum(electorate, snapshot.quorumBps);
+        status = _decide(tally.yes, tally.no, electorate, quorum, block.timestamp >= tally.deadline);
         if (status == Status.Pending) revert VotingStillOpen(tally.deadline);
         tally.status = status;
     }
 
     /// @dev Outcome given the tally; Pending while the remaining electorate could still change it.
-    function _decide(uint256 yes, uint256 no, uint256 electorate, bool deadlinePassed)
+    function _decide(uint256 yes, uint256 no, uint256 electorate, uint256 quorum, bool deadlinePassed)
         private
-        view
+        pure
         returns (Status)
     {
         uint256 cast = yes + no;
-        uint256 quorum = quorumFor(electorate);
         if (deadlinePassed) {
             return (cast >= quorum && yes * 3 >= cast * 2) ? Status.Accepted : Status.Rejected;
         }
@@ -686,6 +799,12 @@ contract ExperienceRegistry {
         // Rejected even if every remaining member votes yes.
         if (cast + remaining < quorum || (yes + remaining) * 3 < (cast + remaining) * 2) return Status.Rejected;
         return Status.Pending;
+    }
+
+    /// @dev Votes needed for quorum: ceil(electorate * bps / 10_000), at least 1.
+    function _quorum(uint256 electorate, uint256 bps) private pure returns (uint256) {
+        uint256 needed = (electorate * bps + 9_999) / 10_000;
+        return needed == 0 ? 1 : needed;
     }
 
     function _hasVoted(Tally storage tally, mapping(uint256 => uint256) storage overflowVoters, address voter)
@@ -713,6 +832,7 @@ contract ExperienceRegistry {
         if (kind == ProposalKind.AdmitNode) return _admitNode(action.account);
         if (kind == ProposalKind.RemoveNode) return _removeNode(action.account);
         if (kind == ProposalKind.RevokeBatch) return _revokeBatch(action.batch, proposalId);
+        if (kind == ProposalKind.SetVotingParameters) return _setVotingParameters(action.votingPeriod, action.quorumBps);
         return _revokeLeaf(action.batch, action.leafIndex, proposalId);
     }
 
@@ -722,23 +842,36 @@ contract ExperienceRegistry {
         uint32 seat = seatCount;
         if (seat >= _MAX_SEATS) revert TooManySeats();
         seatCount = seat + 1;
-        uint32 clock = ++membershipClock;
-        uint32 count = ++memberCount;
+        uint32 clock = _advanceClock(++memberCount, _currentQuorumBps());
         _members[account] = Member(seat, clock, 0);
         _seatHolder[seat] = account;
-        _memberCountAt[clock] = count;
         emit MemberAdded(account, seat, clock);
         return true;
     }
 
     function _removeMember(address account) private returns (bool) {
         if (!_isMember(account)) return false;
-        uint32 clock = ++membershipClock;
-        uint32 count = --memberCount;
+        uint32 clock = _advanceClock(--memberCount, _currentQuorumBps());
         _members[account].leftAt = clock;
-        _memberCountAt[clock] = count;
         emit MemberRemoved(account, _members[account].seat, clock);
         return true;
+    }
+
+    /// @dev False if both values are already in force (e.g. an identical proposal was accepted first).
+    function _setVotingParameters(uint32 period, uint16 bps) private returns (bool) {
+        if (period == votingPeriod && bps == _currentQuorumBps()) return false;
+        uint32 clock = _advanceClock(memberCount, bps);
+        votingPeriod = period;
+        emit VotingParametersChanged(period, bps, clock);
+        return true;
+    }
+
+    /// @dev Moves the clock one step and records the electorate and quorum in force from it on.
+    function _advanceClock(uint32 members, uint16 bps) private returns (uint32 clock) {
+        clock = ++membershipClock;
+        Electorate storage record = _electorateAt[clock];
+        record.members = members;
+        record.quorumBps = bps;
     }
 
     function _admitNode(address account) private returns (bool) {
@@ -769,13 +902,11 @@ contract ExperienceRegistry {
         return true;
     }
 
-    /// @dev False if the leaf was already revoked (e.g. by a concurrent proposal). Applies even if
-    /// the whole batch was revoked meanwhile: the record stays true and costs one bit.
+    /// @dev Always applies: a leaf has one pending challenge at most, and none is opened once it is
+    /// revoked, so no other challenge can have revoked it meanwhile. Applies even if the whole batch
+    /// was revoked meanwhile: the record stays true.
     function _revokeLeaf(bytes32 root, uint32 leafIndex, uint64 proposalId) private returns (bool) {
-        uint256 word = _revokedLeaves[root][leafIndex >> 8];
-        uint256 bit = 1 << (leafIndex & 0xff);
-        if (word & bit != 0) return false;
-        _revokedLeaves[root][leafIndex >> 8] = word | bit;
+        _leaves[root][leafIndex].revoked = true;
         emit ExperienceRevoked(root, leafIndex, _challengedLeafHash[proposalId], proposalId);
         return true;
     }
@@ -787,8 +918,17 @@ contract ExperienceRegistry {
         return m.joinedAt != 0 && m.leftAt == 0;
     }
 
-    function _isRevokedLeaf(bytes32 root, uint32 leafIndex) private view returns (bool) {
-        return _revokedLeaves[root][leafIndex >> 8] & (1 << (leafIndex & 0xff)) != 0;
+    /// @dev Quorum (bps) that batches and proposals created now get.
+    function _currentQuorumBps() private view returns (uint16) {
+        return _electorateAt[membershipClock].quorumBps;
+    }
+
+    /// @dev Reverts unless `period` and `bps` are within the bounds (the constants above).
+    function _checkVotingParameters(uint256 period, uint256 bps) private pure {
+        if (period < _MIN_VOTING_PERIOD || period > _MAX_VOTING_PERIOD) {
+            revert InvalidVotingPeriod(period, _MIN_VOTING_PERIOD, _MAX_VOTING_PERIOD);
+        }
+        if (bps < _MIN_QUORUM_BPS || bps > _MAX_QUORUM_BPS) revert InvalidQuorumBps(bps, _MIN_QUORUM_BPS, _MAX_QUORUM_BPS);
     }
 
     function _activeNodeId(address account) private view returns (uint32) {
@@ -797,13 +937,15 @@ contract ExperienceRegistry {
     }
 
     function _tallyView(Tally memory t) private view returns (TallyView memory) {
+        Electorate memory snapshot = t.status == Status.None ? Electorate(0, 0) : _electorateAt[t.snapshot];
         return TallyView({
             status: t.status,
             yes: t.yes,
             no: t.no,
             snapshot: t.snapshot,
-            electorate: t.status == Status.None ? 0 : _memberCountAt[t.snapshot],
-            deadline: t.deadline
+            electorate: snapshot.members,
+            deadline: t.deadline,
+            quorumBps: snapshot.quorumBps
         });
     }
 
@@ -821,6 +963,8 @@ contract ExperienceRegistry {
             batch: action.batch,
             leafIndex: action.leafIndex,
             leafHash: _challengedLeafHash[proposalId],
+            votingPeriod: action.votingPeriod,
+            quorumBps: action.quorumBps,
             tally: _tallyView(_proposals[proposalId])
         });
     }
@@ -836,7 +980,7 @@ contract ExperienceRegistry {
 
     /// @dev The root implied by an RFC 9162 inclusion proof (section 2.1.3.2) of the leaf with
     /// hash `leafHash` at `index` in a tree of `size` leaves, or zero if the proof's length does
-    /// not fit (index, size); same algorithm as dso.merkle.compute_root. Nodes are
+    /// not fit (index, size); same algorithm as dso.core.merkle.compute_root. Nodes are
     /// sha256(0x01 || left || right). Requires index < size.
     function _inclusionRoot(bytes32 leafHash, uint256 index, uint256 size, bytes32[] calldata proof)
         private

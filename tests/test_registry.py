@@ -17,6 +17,7 @@ from dso.edges.chain import ProposalKind, Registry, SignedSubmission, Status
 from dso.errors import ContractRevert
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+MIN_PERIOD, MAX_PERIOD = 60, 30 * 24 * 3600  # the contract's voting-period bounds
 
 
 @contextmanager
@@ -42,6 +43,8 @@ def far_deadline(w3: Web3) -> int:
     ("kwargs", "error"),
     [
         ({"voting_period": 0}, "InvalidVotingPeriod"),
+        ({"voting_period": MIN_PERIOD - 1}, "InvalidVotingPeriod"),
+        ({"voting_period": MAX_PERIOD + 1}, "InvalidVotingPeriod"),
         ({"quorum_bps": 0}, "InvalidQuorumBps"),
         ({"quorum_bps": 10_001}, "InvalidQuorumBps"),
         ({"n_members": 0}, "NoInitialMembers"),
@@ -50,6 +53,15 @@ def far_deadline(w3: Web3) -> int:
 def test_deploy_rejects_bad_parameters(w3, accounts, kwargs, error):
     with reverts(error):
         deploy_dao(w3, accounts, **kwargs)
+
+
+@pytest.mark.parametrize(("voting_period", "quorum_bps"), [(MIN_PERIOD, 1), (MAX_PERIOD, 10_000)])
+def test_deploy_accepts_the_bounds_themselves_and_announces_them(w3, accounts, voting_period, quorum_bps):
+    dao = deploy_dao(w3, accounts, voting_period=voting_period, quorum_bps=quorum_bps)
+    params = dao.registry.parameters()
+    assert (params["voting_period"], params["quorum_bps"]) == (voting_period, quorum_bps)
+    [announced] = [e for e in dao.registry.events(0).events if e.name == "VotingParametersChanged"]
+    assert announced.args == {"votingPeriod": voting_period, "quorumBps": quorum_bps, "clock": 0}
 
 
 def test_deploy_rejects_duplicate_member_with_AlreadyAMember(w3, accounts):
@@ -638,18 +650,135 @@ def test_revoking_one_experience_by_vote_keeps_the_rest_of_the_batch(dao):
         challenge(dao, root, 3, leaves[3], prove_inclusion(leaves, 3).path)
 
 
-def test_rejected_challenge_revokes_nothing_and_a_duplicate_applies_once(dao):
+def test_second_pending_challenge_of_a_leaf_reverts_with_LeafChallengePending(dao, w3):
+    reg, leaves = dao.registry, leaves_of(6)
+    root = accepted_batch(dao, leaves)
+    first = challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path).proposal_id
+    for proposer in dao.members:
+        with pytest.raises(ContractRevert) as info:
+            challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path, proposer=proposer)
+        assert (info.value.name, info.value.args_) == ("LeafChallengePending", ("0x" + root.hex(), 2, first))
+    challenge(dao, root, 3, leaves[3], prove_inclusion(leaves, 3).path)  # another leaf of the batch is free
+    advance_time(w3, VOTING_PERIOD)  # past its deadline but not finalized: still the pending challenge
+    with reverts("LeafChallengePending"):
+        challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path)
+    assert reg.finalize_proposal(dao.deployer, first).status == Status.REJECTED
+    challenge(dao, root, 2, leaves[2], prove_inclusion(leaves, 2).path)
+
+
+def test_rejected_challenge_revokes_nothing_and_can_be_raised_again(dao):
     reg, leaves = dao.registry, leaves_of(6)
     root = accepted_batch(dao, leaves)
     path = prove_inclusion(leaves, 2).path
     rejected = challenge(dao, root, 2, leaves[2], path).proposal_id
-    first = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[1]).proposal_id
-    second = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[2]).proposal_id
     for member in dao.members[:2]:
         reg.vote_on_proposal(member, rejected, False)
     assert reg.finalize_proposal(dao.deployer, rejected).status == Status.REJECTED
     assert not reg.is_experience_revoked(root, 2)
+    again = challenge(dao, root, 2, leaves[2], path, proposer=dao.members[1]).proposal_id
+    assert reg.proposal(again).leaf_hash == leaf_hash(leaves[2])
+    result = pass_proposal(dao, again)
+    assert (result.status, result.applied) == (Status.ACCEPTED, True)
+    assert reg.is_experience_revoked(root, 2)
+    with reverts("ExperienceAlreadyRevoked"):  # accepted: the leaf is done with, not pending
+        challenge(dao, root, 2, leaves[2], path, proposer=dao.members[2])
+
+
+# ---------------------------------------------------------------- voting parameters (period and quorum)
+
+
+def change_parameters(dao: Dao, voting_period: int, quorum_bps: int):
+    """Propose new voting parameters and pass the proposal with every member's vote."""
+    return pass_proposal(dao, dao.registry.propose_voting_parameters(dao.members[0], voting_period, quorum_bps).proposal_id)
+
+
+def test_voting_parameter_change_applies_only_to_later_batches(dao, w3):
+    reg = dao.registry
+    first = reg.submit_batch(dao.nodes[0], root_of("before"), CID, 4, SCHEMA)
+    before = first.root
+    open_proposal = reg.propose_add_member(dao.members[0], dao.outsiders[0].address).proposal_id
+    result = change_parameters(dao, 2 * VOTING_PERIOD, 10_000)
+    assert (result.status, result.applied) == (Status.ACCEPTED, True)
+    [changed] = [e for e in reg.events(result.tx.block_number).events if e.name == "VotingParametersChanged"]
+    assert changed.args == {"votingPeriod": 2 * VOTING_PERIOD, "quorumBps": 10_000, "clock": 4}
+    assert reg.parameters() == {"voting_period": 2 * VOTING_PERIOD, "quorum_bps": 10_000, "membership_clock": 4, "member_count": 3}
+    after = reg.submit_batch(dao.nodes[0], root_of("after"), CID, 4, SCHEMA)
+    old, new = reg.batch(before).tally, reg.batch(after.root).tally
+    assert (old.quorum_bps, old.quorum, old.snapshot) == (5_000, 2, 3)
+    assert (new.quorum_bps, new.quorum, new.snapshot, new.electorate) == (10_000, 3, 4, 3)
+    assert old.deadline == w3.eth.get_block(first.tx.block_number)["timestamp"] + VOTING_PERIOD
+    assert new.deadline == w3.eth.get_block(after.tx.block_number)["timestamp"] + 2 * VOTING_PERIOD
+    assert reg.proposal(open_proposal).tally.quorum_bps == 5_000
+    for member in dao.members[:2]:
+        reg.vote_on_batch(member, before, True)
+        reg.vote_on_batch(member, after.root, True)
+    assert reg.finalize_batch(dao.deployer, before).status == Status.ACCEPTED  # 2 of 3: quorum at creation
+    with reverts("VotingStillOpen"):  # 2 of 3 is short of the new 100% quorum
+        reg.finalize_batch(dao.deployer, after.root)
+    advance_time(w3, VOTING_PERIOD)  # the old period is over, the new one is not
+    with reverts("VotingClosed"):
+        reg.vote_on_proposal(dao.members[0], open_proposal, True)
+    reg.vote_on_batch(dao.members[2], after.root, True)
+    assert reg.finalize_batch(dao.deployer, after.root).status == Status.ACCEPTED
+
+
+def test_membership_change_after_a_parameter_change_keeps_the_new_quorum(dao):
+    reg = dao.registry
+    change_parameters(dao, VOTING_PERIOD, 7_500)
+    assert pass_proposal(dao, reg.propose_add_member(dao.members[0], dao.outsiders[0].address).proposal_id).applied
+    tally = reg.batch(submit(dao, "later")).tally
+    assert (tally.electorate, tally.quorum_bps, tally.quorum) == (4, 7_500, 3)
+    assert reg.parameters()["quorum_bps"] == 7_500
+
+
+def test_voting_parameter_proposal_names_the_proposed_values(dao):
+    reg = dao.registry
+    result = reg.propose_voting_parameters(dao.members[1], 7 * 24 * 3600, 6_000)
+    p = reg.proposal(result.proposal_id)
+    assert (p.kind, p.voting_period, p.quorum_bps, p.account, p.batch) == (ProposalKind.SET_VOTING_PARAMETERS, 7 * 24 * 3600, 6_000, "0x" + "00" * 20, bytes(32))
+    assert (p.tally.status, p.tally.quorum_bps) == (Status.PENDING, 5_000)  # decided under the quorum in force
+    [proposed] = [e for e in reg.events(result.tx.block_number).events if e.name == "VotingParametersProposed"]
+    assert proposed.args == {"proposalId": result.proposal_id, "votingPeriod": 7 * 24 * 3600, "quorumBps": 6_000}
+    assert reg.parameters()["voting_period"] == VOTING_PERIOD  # nothing changes before the vote
+
+
+@pytest.mark.parametrize(
+    ("voting_period", "quorum_bps", "error", "args"),
+    [
+        (MIN_PERIOD - 1, 5_000, "InvalidVotingPeriod", (MIN_PERIOD - 1, MIN_PERIOD, MAX_PERIOD)),
+        (MAX_PERIOD + 1, 5_000, "InvalidVotingPeriod", (MAX_PERIOD + 1, MIN_PERIOD, MAX_PERIOD)),
+        (0, 5_000, "InvalidVotingPeriod", (0, MIN_PERIOD, MAX_PERIOD)),
+        (VOTING_PERIOD, 0, "InvalidQuorumBps", (0, 1, 10_000)),
+        (VOTING_PERIOD, 10_001, "InvalidQuorumBps", (10_001, 1, 10_000)),
+        (VOTING_PERIOD, 5_000, "VotingParametersUnchanged", (VOTING_PERIOD, 5_000)),
+    ],
+)
+def test_voting_parameter_proposal_outside_the_bounds_or_unchanged_reverts(dao, voting_period, quorum_bps, error, args):
+    with pytest.raises(ContractRevert) as info:
+        dao.registry.propose_voting_parameters(dao.members[0], voting_period, quorum_bps)
+    assert (info.value.name, info.value.args_) == (error, args)
+    assert dao.registry.proposal_count() == 0
+
+
+@pytest.mark.parametrize(("voting_period", "quorum_bps"), [(MIN_PERIOD, 1), (MAX_PERIOD, 10_000), (VOTING_PERIOD, 5_001)])
+def test_voting_parameters_at_the_bounds_can_be_proposed_and_applied(dao, voting_period, quorum_bps):
+    assert change_parameters(dao, voting_period, quorum_bps).applied
+    params = dao.registry.parameters()
+    assert (params["voting_period"], params["quorum_bps"]) == (voting_period, quorum_bps)
+
+
+def test_voting_parameter_proposal_by_non_member_reverts_with_CallerIsNotAMember(dao):
+    for outsider in (dao.outsiders[0], dao.nodes[0], dao.deployer):
+        with reverts("CallerIsNotAMember"):
+            dao.registry.propose_voting_parameters(outsider, 2 * VOTING_PERIOD, 5_000)
+
+
+def test_second_accepted_change_to_the_same_parameters_applies_as_a_no_op(dao):
+    reg = dao.registry
+    first = reg.propose_voting_parameters(dao.members[0], 2 * VOTING_PERIOD, 6_000).proposal_id
+    second = reg.propose_voting_parameters(dao.members[1], 2 * VOTING_PERIOD, 6_000).proposal_id
     assert pass_proposal(dao, first).applied
     result = pass_proposal(dao, second)
     assert (result.status, result.applied) == (Status.ACCEPTED, False)
-    assert [e.name for e in reg.events(result.tx.block_number).events] == ["ProposalFinalized"]  # no second ExperienceRevoked
+    assert [e.name for e in reg.events(result.tx.block_number).events] == ["ProposalFinalized"]
+    assert reg.parameters()["membership_clock"] == 4  # advanced once

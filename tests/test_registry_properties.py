@@ -5,12 +5,15 @@ chain's whole state must match the model afterwards.
 The operations: submissions (direct, and EIP-712 signed: valid, by the wrong key, replayed, expired,
 cancelled by `useNonce`), batch and proposal votes (inside and outside the window, twice, from
 outside the snapshot electorate), time jumps, finalizations, and every kind of proposal (add and
-remove members, admit and remove nodes, revoke a batch, revoke one experience by Merkle proof).
+remove members, admit and remove nodes, revoke a batch, revoke one experience by Merkle proof,
+change the voting period and quorum, within and outside their bounds).
 
 Invariants this checks: no double vote; no vote outside the window; no vote from outside the
 snapshot electorate (a member admitted after a tally opened cannot vote on it); acceptance iff
 quorum and 2/3, for batches and proposals; early finalization only when the outcome is certain; an
-accepted proposal applies exactly when its target has not changed meanwhile; no state change
+accepted proposal applies exactly when its target has not changed meanwhile; at most one pending
+challenge per experience, and a rejected one can be raised again; a voting-parameter change applies
+to batches and proposals created after it only (deadline and quorum fixed at creation); no state change
 without a member (proposals), an admitted node (submissions) or that node's valid, unexpired,
 unused signature (relayed submissions).
 
@@ -24,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import CID, SCHEMA
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from web3.exceptions import ContractCustomError, ContractLogicError
 
@@ -34,6 +37,7 @@ from dso.errors import ContractRevert
 
 PERIOD = 100
 QUORUM_BPS = 5_000
+MIN_PERIOD, MAX_PERIOD = 60, 30 * 24 * 3600  # the contract's bounds, restated
 
 
 @dataclass
@@ -55,8 +59,8 @@ class ModelBatch:
 
 @dataclass
 class ModelProposal:
-    action: str  # add | remove | admit | remove_node | revoke_batch | revoke_leaf
-    target: Any  # an address, a root, or (root, leaf index)
+    action: str  # add | remove | admit | remove_node | revoke_batch | revoke_leaf | set_params
+    target: Any  # an address, a root, (root, leaf index), or (voting period, quorum bps)
     tally: ModelTally
     applied: bool | None = None
 
@@ -66,9 +70,11 @@ class Model:
     """The registry's rules restated from the specification, not from the contract's code."""
 
     now: int
+    period: int = PERIOD
+    quorum_bps: int = QUORUM_BPS
     clock: int = 0
     members: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (joinedAt, leftAt)
-    count_at: dict[int, int] = field(default_factory=dict)
+    count_at: dict[int, tuple[int, int]] = field(default_factory=dict)  # clock -> (members, quorum bps)
     nodes: dict[str, tuple[int, bool]] = field(default_factory=dict)  # address -> (id, active)
     nonces: dict[str, int] = field(default_factory=dict)
     batches: dict[bytes, ModelBatch] = field(default_factory=dict)
@@ -81,20 +87,30 @@ class Model:
     def is_node(self, account: str) -> bool:
         return self.nodes.get(account, (0, False))[1]
 
+    def tick(self) -> None:
+        """Advance the clock and record who is a member and the quorum in force from it on."""
+        self.clock += 1
+        self.count_at[self.clock] = (sum(self.is_member(a) for a in self.members), self.quorum_bps)
+
     def add_member(self, account: str) -> bool:
         if self.is_member(account):
             return False
-        self.clock += 1
-        self.members[account] = (self.clock, 0)
-        self.count_at[self.clock] = sum(self.is_member(a) for a in self.members)
+        self.members[account] = (self.clock + 1, 0)
+        self.tick()
         return True
 
     def remove_member(self, account: str) -> bool:
         if not self.is_member(account):
             return False
-        self.clock += 1
-        self.members[account] = (self.members[account][0], self.clock)
-        self.count_at[self.clock] = sum(self.is_member(a) for a in self.members)
+        self.members[account] = (self.members[account][0], self.clock + 1)
+        self.tick()
+        return True
+
+    def set_params(self, target: tuple[int, int]) -> bool:
+        if target == (self.period, self.quorum_bps):
+            return False
+        self.period, self.quorum_bps = target
+        self.tick()
         return True
 
     def admit_node(self, account: str) -> bool:
@@ -129,11 +145,12 @@ class Model:
             "remove_node": self.remove_node,
             "revoke_batch": self.revoke_batch,
             "revoke_leaf": self.revoke_leaf,
+            "set_params": self.set_params,
         }[proposal.action]
         return act(proposal.target)
 
     def open(self) -> ModelTally:
-        return ModelTally(deadline=self.now + PERIOD, snapshot=self.clock)
+        return ModelTally(deadline=self.now + self.period, snapshot=self.clock)
 
     def vote_error(self, tally: ModelTally, voter: str) -> str | None:
         if tally.status != Status.PENDING:
@@ -150,8 +167,8 @@ class Model:
         return None
 
     def decide(self, tally: ModelTally) -> Status:
-        electorate = self.count_at[tally.snapshot]
-        quorum = max(1, -(-electorate * QUORUM_BPS // 10_000))
+        electorate, quorum_bps = self.count_at[tally.snapshot]
+        quorum = max(1, -(-electorate * quorum_bps // 10_000))
         cast = tally.yes + tally.no
 
         def outcome(yes: int, total: int) -> bool:
@@ -185,12 +202,22 @@ class Model:
             root = target[0] if action == "revoke_leaf" else target
             if root not in self.batches or self.batches[root].tally.status != Status.ACCEPTED:
                 return "BatchIsNotAccepted"
+        if action == "set_params":
+            period, quorum_bps = target
+            if not MIN_PERIOD <= period <= MAX_PERIOD:
+                return "InvalidVotingPeriod"
+            if not 1 <= quorum_bps <= 10_000:
+                return "InvalidQuorumBps"
+            if target == (self.period, self.quorum_bps):
+                return "VotingParametersUnchanged"
         if action == "revoke_leaf":
             root, index = target
             if index >= len(self.batches[root].leaves):
                 return "LeafIndexOutOfRange"
             if target in self.revoked_leaves:
                 return "ExperienceAlreadyRevoked"
+            if any(p.action == "revoke_leaf" and p.target == target and p.tally.status == Status.PENDING for p in self.proposals.values()):
+                return "LeafChallengePending"
             if not valid_proof:
                 return "InvalidInclusionProof"
         if not self.is_member(proposer):
@@ -199,6 +226,11 @@ class Model:
 
 
 people_ids = st.integers(0, 7)
+# Voting parameters: in force at deployment, other valid values (bounds included), out of bounds.
+parameter_pairs = st.tuples(
+    st.sampled_from([PERIOD, PERIOD, MIN_PERIOD, 250, MAX_PERIOD, MIN_PERIOD - 1, MAX_PERIOD + 1]),
+    st.sampled_from([QUORUM_BPS, QUORUM_BPS, 1, 7_500, 10_000, 0, 10_001]),
+)
 votes = st.lists(st.sampled_from([True, True, False, None]), min_size=8, max_size=8)  # per person: yes, no, abstain
 mostly_yes = st.lists(st.sampled_from([True, True, True, True, False, None]), min_size=8, max_size=8)
 proposals = st.one_of(
@@ -206,6 +238,7 @@ proposals = st.one_of(
     st.tuples(st.just("propose"), people_ids, st.sampled_from(["admit", "remove_node"]), st.integers(0, 4)),
     st.tuples(st.just("propose"), people_ids, st.just("revoke_batch"), st.integers(-6, 5)),
     st.tuples(st.just("propose_leaf"), people_ids, st.integers(-6, 5), st.integers(0, 6), st.booleans()),
+    st.tuples(st.just("propose"), people_ids, st.just("set_params"), parameter_pairs),
 )
 single_ops = st.one_of(
     st.tuples(st.just("submit"), st.integers(0, 4), st.integers(1, 6)),
@@ -237,14 +270,21 @@ def lifecycle(draw) -> list:
         st.tuples(st.just("propose"), proposer, st.just("remove_node"), st.integers(0, 3)),
         st.tuples(st.just("propose"), proposer, st.just("revoke_batch"), st.just(-1)),
         st.tuples(st.just("propose_leaf"), proposer, st.just(-1), st.integers(0, 3), st.sampled_from([True, True, True, False])),
+        st.tuples(st.just("propose"), proposer, st.just("set_params"), parameter_pairs),
     ))
     ops = [submit, ("burst", "batch", -1, draw(mostly_yes))]
     if draw(st.booleans()):
         ops.append(("advance", draw(st.integers(1, 2 * PERIOD))))
-    ops += [("finalize", -1), proposal, ("burst", "proposal", -1, draw(mostly_yes))]
+    ops += [("finalize", -1), proposal]
+    if proposal[0] == "propose_leaf" or draw(st.booleans()):  # the same proposal again while the first is pending
+        ops.append(proposal)
+    ops.append(("burst", "proposal", -1, draw(mostly_yes)))
     if draw(st.booleans()):
         ops.append(("advance", draw(st.integers(1, 2 * PERIOD))))
-    return ops + [("finalize_proposal", -1)]
+    ops.append(("finalize_proposal", -1))
+    if draw(st.booleans()):  # and once more after it was decided (a rejected challenge may be re-raised)
+        ops.append(proposal)
+    return ops
 
 
 # Each example: one to three lifecycles, each followed by up to eight random operations.
@@ -291,8 +331,32 @@ def in_snapshot(w3, run) -> None:
 
 # No shrink phase: each replay is a few dozen Anvil transactions and shrinking took minutes; a
 # failure still prints its whole operation sequence, which is short enough to read.
+ALL_YES, ALL_NO = [True] * 4 + [None] * 4, [False] * 4 + [None] * 4  # the four seed members vote
+
+# A leaf challenged twice while pending, rejected, raised again, accepted, and challenged once more.
+LEAF_CHALLENGE_LIFE = [
+    ("submit", 0, 4), ("burst", "batch", -1, ALL_YES), ("finalize", -1),
+    ("propose_leaf", 0, -1, 1, True), ("propose_leaf", 1, -1, 1, True), ("propose_leaf", 2, -1, 1, False),
+    ("burst", "proposal", -1, ALL_NO), ("finalize_proposal", -1),
+    ("propose_leaf", 1, -1, 1, True), ("propose_leaf", 0, -1, 1, True),
+    ("burst", "proposal", -1, ALL_YES), ("finalize_proposal", -1), ("propose_leaf", 2, -1, 1, True),
+]
+
+# The quorum raised to 100% and the period to 250 s (twice: the second applies as a no-op) while a
+# batch is open; a batch after it; a member admitted under the new quorum; then the same change again.
+PARAMETER_CHANGE_LIFE = [
+    ("submit", 0, 2), ("propose", 0, "set_params", (250, 10_000)), ("propose", 1, "set_params", (250, 10_000)),
+    ("burst", "proposal", -2, ALL_YES), ("finalize_proposal", -2), ("burst", "proposal", -1, ALL_YES), ("finalize_proposal", -1),
+    ("submit", 1, 3), ("burst", "batch", -2, [True] * 3 + [None] * 5), ("burst", "batch", -1, [True] * 3 + [None] * 5),
+    ("finalize", -2), ("finalize", -1), ("propose", 2, "add", 4), ("burst", "proposal", -1, ALL_YES), ("finalize_proposal", -1),
+    ("submit", 0, 1), ("advance", 120), ("finalize", -2), ("propose", 3, "set_params", (250, 10_000)),
+]
+
+
 @settings(max_examples=50, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=operation_sequences)
+@example(sequence=LEAF_CHALLENGE_LIFE)
+@example(sequence=PARAMETER_CHANGE_LIFE)
 def test_random_operation_sequences_match_the_model(w3, world, sequence):
     in_snapshot(w3, lambda: run_sequence(w3, world, sequence))
 
@@ -408,6 +472,8 @@ class Runner:
             target = self.world.people[op[3]].address
         elif action in ("admit", "remove_node"):
             target = self.world.nodes[op[3]].address
+        elif action == "set_params":
+            target = op[3]
         elif self.roots:
             target = self.roots[op[3] % len(self.roots)]
         else:
@@ -418,6 +484,7 @@ class Runner:
             "admit": self.reg.propose_admit_node,
             "remove_node": self.reg.propose_remove_node,
             "revoke_batch": self.reg.propose_revoke_batch,
+            "set_params": lambda proposer, target: self.reg.propose_voting_parameters(proposer, *target),
         }[action]
         self.send_proposal(op, action, target, proposer, lambda: call(proposer, target))
 
@@ -504,7 +571,8 @@ class Runner:
             tally = batch.tally
             assert (chain.count, chain.node_id) == (len(batch.leaves), batch.node_id)
             assert (chain.tally.status, chain.tally.yes, chain.tally.no, chain.tally.snapshot) == (tally.status, tally.yes, tally.no, tally.snapshot)
-            assert chain.tally.yes + chain.tally.no == len(tally.voters) <= model.count_at[tally.snapshot]
+            assert (chain.tally.deadline, (chain.tally.electorate, chain.tally.quorum_bps)) == (tally.deadline, model.count_at[tally.snapshot])
+            assert chain.tally.yes + chain.tally.no == len(tally.voters) <= model.count_at[tally.snapshot][0]
             assert all(reg.has_voted_on_batch(root, p.address) == (p.address in tally.voters) for p in self.world.people)
             revoked = {i for i in range(len(batch.leaves)) if reg.is_experience_revoked(root, i)}
             assert revoked == {i for r, i in model.revoked_leaves if r == root}
@@ -513,12 +581,18 @@ class Runner:
             assert (chain.tally.status, chain.tally.yes, chain.tally.no, chain.tally.snapshot) == (
                 proposal.tally.status, proposal.tally.yes, proposal.tally.no, proposal.tally.snapshot
             )
+            assert (chain.tally.deadline, (chain.tally.electorate, chain.tally.quorum_bps)) == (proposal.tally.deadline, model.count_at[proposal.tally.snapshot])
             assert all(reg.has_voted_on_proposal(pid, p.address) == (p.address in proposal.tally.voters) for p in self.world.people)
             if proposal.action == "revoke_leaf":
                 root, index = proposal.target
                 assert (chain.batch, chain.leaf_index, chain.leaf_hash) == (root, index, leaf_hash(model.batches[root].leaves[index]))
+            if proposal.action == "set_params":
+                assert (chain.voting_period, chain.quorum_bps) == proposal.target
         assert sorted(reg.members()) == sorted(a for a in model.members if model.is_member(a))
-        assert reg.parameters()["membership_clock"] == model.clock
+        assert reg.parameters() == {
+            "voting_period": model.period, "quorum_bps": model.quorum_bps, "membership_clock": model.clock,
+            "member_count": sum(model.is_member(a) for a in model.members),
+        }
         assert sorted(reg.nodes()) == sorted((i, a, active) for a, (i, active) in model.nodes.items())
         for node in self.world.nodes:
             assert reg.nonce(node.address) == model.nonces.get(node.address, 0)

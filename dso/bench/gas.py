@@ -34,6 +34,7 @@ CID_BYTES = 36  # binary CIDv1, raw codec, sha2-256: what dso pins
 VOTES_TO_ACCEPT = 4  # of 5 members: 4 yes make acceptance certain, so finalize need not wait
 CHALLENGE_SIZES = (16, 256, MAX_LEAVES)  # audit paths of 4, 8 and 16 hashes; MAX_LEAVES is the largest batch
 LEAF_BYTES = 325  # mean canonical bitdelta-1 leaf with its text (bench/results/size.json)
+NEW_VOTING_PERIOD, NEW_QUORUM_BPS = 7 * 24 * 3600, 6_000  # the parameter change measured
 
 
 def _cid(label: str) -> bytes:
@@ -97,6 +98,18 @@ def measure_challenges(registry: Registry, members: list, node, relayer) -> dict
     return gas
 
 
+def measure_parameter_change(registry: Registry, members: list, relayer) -> dict[str, int]:
+    """A SetVotingParameters proposal (a week, 60% quorum) and the finalize that applies it:
+    the clock moves one step and records the new quorum next to the electorate."""
+    proposal = registry.propose_voting_parameters(members[0], NEW_VOTING_PERIOD, NEW_QUORUM_BPS)
+    for member in members[:VOTES_TO_ACCEPT]:
+        registry.vote_on_proposal(member, proposal.proposal_id, True)
+    return {
+        "proposeVotingParameterChange": proposal.tx.gas_used,
+        "finalizeProposal (accepted, changes voting parameters)": registry.finalize_proposal(relayer, proposal.proposal_id).tx.gas_used,
+    }
+
+
 def measure_overflow_seats(w3: Web3, deployer, node) -> dict[str, int]:
     """Votes from seats >= 64, which pay for a has-voted word outside the tally slot."""
     members = [Account.create() for _ in range(66)]
@@ -137,6 +150,7 @@ def run() -> dict[str, Any]:
             gas = {"deploy (5 members, 4 nodes)": deploy.gas_used}
             gas.update(measure(registry, w3, members, nodes, relayer))
             gas.update(measure_challenges(registry, members, nodes[3], relayer))
+            gas.update(measure_parameter_change(registry, members, relayer))
             gas.update(measure_overflow_seats(w3, deployer, nodes[0]))
             # Submission cost does not depend on the batch size (count is one word): check it.
             sizes = {n: registry.submit_batch(nodes[2], _root(f"n{n}"), _cid(f"n{n}"), n, bytes(32)).tx.gas_used for n in BATCH_SIZES}

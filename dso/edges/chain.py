@@ -59,11 +59,13 @@ class ProposalKind(enum.IntEnum):
     REMOVE_NODE = 4
     REVOKE_BATCH = 5
     REVOKE_EXPERIENCE = 6
+    SET_VOTING_PARAMETERS = 7
 
 
 @dataclass(frozen=True)
 class Tally:
-    """Voting state of a batch or proposal."""
+    """Voting state of a batch or proposal; `electorate` and `quorum_bps` are those of its snapshot
+    (the ones its decision uses, whatever the DAO changed since)."""
 
     status: Status
     yes: int
@@ -71,6 +73,12 @@ class Tally:
     snapshot: int
     electorate: int
     deadline: int
+    quorum_bps: int
+
+    @property
+    def quorum(self) -> int:
+        """Votes needed for quorum: ceil(electorate * quorum_bps / 10,000), at least 1 (the contract's rule)."""
+        return max(1, -(-self.electorate * self.quorum_bps // 10_000))
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,8 @@ class BatchInfo:
 @dataclass(frozen=True)
 class ProposalInfo:
     """A governance proposal and its voting state; `leaf_index`/`leaf_hash` name the challenged
-    experience of a REVOKE_EXPERIENCE proposal (zero otherwise)."""
+    experience of a REVOKE_EXPERIENCE proposal, `voting_period`/`quorum_bps` the proposed values of
+    a SET_VOTING_PARAMETERS proposal (zero otherwise)."""
 
     proposal_id: int
     kind: ProposalKind
@@ -95,6 +104,8 @@ class ProposalInfo:
     tally: Tally
     leaf_index: int = 0
     leaf_hash: bytes = bytes(32)
+    voting_period: int = 0
+    quorum_bps: int = 0
 
 
 @dataclass(frozen=True)
@@ -271,8 +282,8 @@ def _error_arg_text(value: Any) -> Any:
 
 
 def _tally(raw: Sequence[Any]) -> Tally:
-    status, yes, no, snapshot, electorate, deadline = raw
-    return Tally(Status(status), yes, no, snapshot, electorate, deadline)
+    status, yes, no, snapshot, electorate, deadline, quorum_bps = raw
+    return Tally(Status(status), yes, no, snapshot, electorate, deadline, quorum_bps)
 
 
 class Registry:
@@ -440,6 +451,12 @@ class Registry:
         call = self.contract.functions.proposeRevokeLeaf(_as_bytes32(root, "root"), leaf_index, bytes(leaf), path)
         return self._propose(proposer, call)
 
+    def propose_voting_parameters(self, proposer: LocalAccount, voting_period: int, quorum_bps: int) -> ProposalResult:
+        """Propose a new voting period (seconds, 1 minute..30 days) and quorum (basis points,
+        1..10,000). Once accepted they apply to batches and proposals created afterwards; open
+        ones keep their deadline and quorum."""
+        return self._propose(proposer, self.contract.functions.proposeVotingParameterChange(voting_period, quorum_bps))
+
     def vote_on_proposal(self, member: LocalAccount, proposal_id: int, support: bool) -> TxResult:
         """Cast `member`'s vote on proposal `proposal_id`."""
         return _tx_result(self._transact(member, self.contract.functions.voteOnProposal(proposal_id, support)))
@@ -542,7 +559,8 @@ class Registry:
         return int(self._call(self.contract.functions.proposalCount()))
 
     def parameters(self) -> dict[str, int]:
-        """Voting period (s), quorum (bps), membership clock and member count."""
+        """Current voting period (s), quorum (bps), membership clock and member count: what a batch
+        or proposal created now gets (each open one keeps its own deadline and `Tally.quorum_bps`)."""
         f = self.contract.functions
         return {
             "voting_period": int(self._call(f.votingPeriod())),
@@ -705,8 +723,11 @@ def _batch_info(raw: Sequence[Any]) -> BatchInfo:
 
 
 def _proposal_info(raw: Sequence[Any]) -> ProposalInfo:
-    proposal_id, kind, account, batch, leaf_index, leaf_hash, tally = raw
-    return ProposalInfo(int(proposal_id), ProposalKind(kind), account, bytes(batch), _tally(tally), int(leaf_index), bytes(leaf_hash))
+    proposal_id, kind, account, batch, leaf_index, leaf_hash, voting_period, quorum_bps, tally = raw
+    return ProposalInfo(
+        int(proposal_id), ProposalKind(kind), account, bytes(batch), _tally(tally), int(leaf_index), bytes(leaf_hash),
+        int(voting_period), int(quorum_bps),
+    )
 
 
 def _event_arg_value(value: Any) -> Any:

@@ -4,6 +4,7 @@ Setup (conftest.py): 3 members, 2 nodes, votingPeriod 3600 s, quorumBps 5000 (qu
 """
 
 import ape
+from conftest import make_root
 
 VOTING_PERIOD = 3600
 QUORUM_BPS = 5000
@@ -144,3 +145,47 @@ def test_leaf_challenge_revokes_one_experience(registry, members, nodes, cid, sc
     [revoked] = registry.finalizeProposal(proposed.proposalId, sender=members[2]).events.filter(registry.ExperienceRevoked)
     assert (revoked.root, revoked.leafIndex, revoked.proposalId) == (root, 1, proposed.proposalId)
     assert [registry.isRevokedLeaf(root, i) for i in range(3)] == [False, True, False]
+
+
+def test_second_challenge_of_a_pending_leaf_reverts_naming_it(registry, members, nodes, cid, schema):
+    from dso.core.merkle import merkle_root, prove_inclusion
+
+    leaves = [b"experience a", b"experience b"]
+    root = merkle_root(leaves)
+    registry.submitBatch(root, cid, len(leaves), schema, sender=nodes[0])
+    registry.voteOnBatch(root, True, sender=members[0])
+    registry.voteOnBatch(root, True, sender=members[1])
+    registry.finalizeBatch(root, sender=members[0])
+    path = list(prove_inclusion(leaves, 0).path)
+    [first] = registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[0]).events.filter(registry.ExperienceRevocationProposed)
+
+    with ape.reverts(registry.LeafChallengePending) as info:
+        registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[1])
+    assert_error_inputs(info, root=root, leafIndex=0, proposalId=first.proposalId)
+
+    registry.voteOnProposal(first.proposalId, False, sender=members[0])
+    registry.voteOnProposal(first.proposalId, False, sender=members[1])
+    registry.finalizeProposal(first.proposalId, sender=members[2])  # rejected: the leaf may be challenged again
+    [again] = registry.proposeRevokeLeaf(root, 0, leaves[0], path, sender=members[1]).events.filter(registry.ExperienceRevocationProposed)
+    assert again.proposalId == first.proposalId + 1
+
+
+def test_voting_parameter_change_applies_to_later_batches_only(registry, members, nodes, cid, schema):
+    before = registry.submitBatch(make_root("before"), cid, 1, schema, sender=nodes[0])
+    receipt = registry.proposeVotingParameterChange(2 * VOTING_PERIOD, 10_000, sender=members[0])
+    [proposed] = receipt.events.filter(registry.VotingParametersProposed)
+    assert (proposed.votingPeriod, proposed.quorumBps) == (2 * VOTING_PERIOD, 10_000)
+    with ape.reverts(registry.InvalidQuorumBps) as info:
+        registry.proposeVotingParameterChange(VOTING_PERIOD, 10_001, sender=members[0])
+    assert_error_inputs(info, quorumBps=10_001, minimum=1, maximum=10_000)
+
+    registry.voteOnProposal(proposed.proposalId, True, sender=members[0])
+    registry.voteOnProposal(proposed.proposalId, True, sender=members[1])
+    [changed] = registry.finalizeProposal(proposed.proposalId, sender=members[2]).events.filter(registry.VotingParametersChanged)
+    assert (changed.votingPeriod, changed.quorumBps, changed.clock) == (2 * VOTING_PERIOD, 10_000, registry.membershipClock())
+    assert (registry.votingPeriod(), registry.quorumBps()) == (2 * VOTING_PERIOD, 10_000)
+
+    after = registry.submitBatch(make_root("after"), cid, 1, schema, sender=nodes[0])
+    old, new = registry.batch(make_root("before")).tally, registry.batch(make_root("after")).tally
+    assert (old.deadline, old.quorumBps) == (before.timestamp + VOTING_PERIOD, QUORUM_BPS)
+    assert (new.deadline, new.quorumBps) == (after.timestamp + 2 * VOTING_PERIOD, 10_000)
