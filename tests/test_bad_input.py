@@ -207,6 +207,7 @@ def test_nfc_and_nfd_spellings_are_one_experience_and_one_batch_entry(tmp_path, 
         ("Split\x00evenly", r"control or unassigned characters: \['0x0'\]"),  # NUL
         ("Split\x1b[31m evenly", r"control or unassigned characters: \['0x1b'\]"),  # terminal escape
         ("Split \U000e0001\U0010ffff", r"control or unassigned characters"),  # private use / unassigned
+        ("\u202eDivide by three\u202c, then check.", "bidirectional control"),  # display spoofing (issue 11)
     ],
 )
 def test_invisible_surrogate_and_control_texts_are_refused_by_name(text, problem):
@@ -218,7 +219,6 @@ def test_invisible_surrogate_and_control_texts_are_refused_by_name(text, problem
     "text",
     [
         "\u05d7\u05dc\u05e7 \u05d0\u05ea \u05d4\u05d7\u05e9\u05d1\u05d5\u05df \u05dc\u05e9\u05dc\u05d5\u05e9\u05d4",  # Hebrew (RTL)
-        "\u202eDivide by three\u202c, then check.",  # an RTL override inside visible text
         "Add a\u200bb carefully",  # a zero-width space inside a word
         "\U0001f468\u200d\U0001f469\u200d\U0001f467 families split 3 ways \U0001f44d\U0001f3fd",  # ZWJ emoji, skin tone
         "\u0627\u0644\u0642\u0633\u0645\u0629 \u0639\u0644\u0649 \u0663",  # Arabic with an Arabic-Indic digit
@@ -687,7 +687,9 @@ def _publish_honest(dao, store, embedder, offset: int) -> BatchDocument:
     return document
 
 
-def test_sync_refuses_an_oversized_object_and_loads_the_rest(sync_world, embedder, oversized):
+def test_sync_does_not_load_an_oversized_object_and_loads_the_rest(sync_world, embedder, oversized):
+    """An object above the cap is never read, so its bytes are never checked against the CID: the
+    store may be lying (issue 11), and the batch is retried on the next sync, never loaded."""
     from dso.workflows.sync import sync
 
     dao, store, library, state = sync_world
@@ -698,13 +700,14 @@ def test_sync_refuses_an_oversized_object_and_loads_the_rest(sync_world, embedde
     _accept(dao, root)
     report = sync(dao.registry, store, library, state)
     assert report.loaded == [honest.header.root.hex()]
-    assert list(report.invalid) == [root.hex()] and "ObjectTooLarge" in report.invalid[root.hex()]
+    assert report.invalid == {} and list(report.unavailable) == [root.hex()] and "ObjectTooLarge" in report.unavailable[root.hex()]
 
 
 def test_a_batch_of_a_model_the_client_cannot_read_neither_stops_sync_nor_enters_the_library(sync_world, embedder):
     """A node publishes codes of another model against an unknown baseline (valid identifiers,
-    consistent document, matching schema); the DAO accepts it anyway. Today sync stores its reports
-    (they verify) and the library keeps them out; the honest batch beside it loads as usual."""
+    consistent document, matching schema); the DAO accepts it anyway. Its 50-byte codes cannot be
+    1536-d bitdelta-1 codes, so verification refuses the batch (issue 11); the honest batch beside it
+    loads as usual."""
     from dso.workflows.sync import sync
 
     dao, store, library, state = sync_world

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from dso.core.align import HEADER, Alignment, fit_procrustes
 from dso.core.codec import baseline_id, get_codec, load_baseline
 from dso.core.experience import Experience
+from dso.core.models import MODEL_ID
 from dso.edges.datasets import gsm8k_insights
-from dso.edges.embed import QUERY_MODEL_LOADERS, load_embedder
+from dso.edges.embed import QUERY_MODEL_LOADERS, load_embedder, load_query_model
 from dso.edges.files import atomic_write_bytes
 from dso.errors import AlignmentError
 from dso.interfaces.cli import cli
@@ -72,7 +73,10 @@ def test_align_fit_then_show_then_an_e5_query_through_the_alignment(tmp_path, mo
     fitted = runner.invoke(cli, ["align", "fit", "e5-small", "-o", str(file), "--anchors", "400"])
     assert fitted.exit_code == 0, fitted.output
     alignment = Alignment.from_bytes(file.read_bytes())
-    assert len(file.read_bytes()) == HEADER.size + 4 * (384 + 384 + 384 * 384)
+    # the file names both models (issue 11): a length byte and the id of each, then the arrays
+    assert (alignment.source_model, alignment.target_model) == (load_query_model("e5-small").model_id, MODEL_ID)
+    names = 2 + len(alignment.source_model) + len(alignment.target_model)
+    assert len(file.read_bytes()) == HEADER.size + names + 4 * (384 + 384 + 384 * 384)
     assert f"alignment {alignment.alignment_id}" in fitted.output
     assert re.search(r"on 400 anchors: embedding [0-9.]+ s, fit [0-9.]+ s", fitted.output)
     assert not list(tmp_path.glob(".e5-small.align.*"))  # written atomically: no temporary file left
@@ -80,6 +84,7 @@ def test_align_fit_then_show_then_an_e5_query_through_the_alignment(tmp_path, mo
     shown = runner.invoke(cli, ["align", "show", str(file)])
     assert shown.exit_code == 0 and alignment.alignment_id in shown.output
     assert f"source dim 384 -> target dim 384, scale {alignment.scale:.6g}" in shown.output
+    assert f"query model {alignment.source_model} -> library model {MODEL_ID}" in shown.output
 
     paraphrases = gsm8k_insights(60, style=2)
     found = 0

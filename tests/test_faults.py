@@ -147,7 +147,7 @@ def test_submit_killed_mid_way_then_flush_commits_exactly_once(w3, accounts, emb
     [entry] = outbox.entries()  # the killed process lost nothing
     assert entry.state == ("queued" if kill_at == "pinned" else "pinned")  # killed before / after recording the pin
     assert len(batch_events(dao)) == (1 if kill_at == "committed" else 0)
-    committed, pending = outbox.flush(LocalStore(tmp_path / "blocks"), dao.registry, dao.nodes[0])
+    committed, pending, _ = outbox.flush(LocalStore(tmp_path / "blocks"), dao.registry, dao.nodes[0])
     assert [c.root for c in committed] == [entry.root] and pending == [] and outbox.entries() == []
     assert batch_events(dao) == [entry.root]  # committed exactly once
     assert (committed[0].gas_used is None) == (kill_at == "committed")  # recognised, not resent
@@ -200,7 +200,7 @@ def test_ipfs_killed_during_submit_keeps_the_batch_and_a_restarted_node_gets_it_
     node, api = start_ipfs(tmp_path / "ipfs", port=free_port(), die_with_parent=True)
     try:
         with KuboClient(api, timeout=3) as client:
-            committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (KillingStore(client, node.pid(), "put"), dao.registry))
+            committed, pending, _ = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (KillingStore(client, node.pid(), "put"), dao.registry))
         assert committed == [] and "StoreUnavailable" in pending[0].last_error and len(outbox.entries()) == 1
         assert dao.registry.batch_count() == 0
     finally:
@@ -208,7 +208,7 @@ def test_ipfs_killed_during_submit_keeps_the_batch_and_a_restarted_node_gets_it_
     node, api = start_ipfs(tmp_path / "ipfs", port=free_port(), die_with_parent=True)  # the same repo, after an unclean death
     try:
         with KuboClient(api) as client:
-            committed, pending = outbox.flush(client, dao.registry, dao.nodes[0])
+            committed, pending, _ = outbox.flush(client, dao.registry, dao.nodes[0])
             assert len(committed) == 1 and pending == [] and outbox.entries() == []
             assert client.get(committed[0].cid)
     finally:
@@ -232,7 +232,7 @@ def test_ipfs_killed_during_sync_leaves_the_checkpoint_and_a_restarted_node_comp
         with KuboClient(api) as client:
             with Library(tmp_path / "agent.sqlite", embedder) as library:
                 report = sync(dao.registry, client, library, tmp_path / "sync.json")
-                assert report.unavailable == [] and report.invalid == {}
+                assert report.unavailable == {} and report.invalid == {}
             assert library_view(tmp_path / "agent.sqlite") == reference_view(dao, client, embedder, tmp_path)
     finally:
         node.stop()
@@ -306,13 +306,13 @@ def test_an_rpc_that_times_out_keeps_the_batch_for_the_next_flush(w3, accounts, 
     store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
     hanging = Registry(Web3(Web3.HTTPProvider(silent_rpc, request_kwargs={"timeout": 1})), dao.registry.address)
     started = time.monotonic()
-    committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, hanging))
+    committed, pending, _ = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, hanging))
     assert time.monotonic() - started < 30
     assert committed == [] and "RpcUnavailable" in pending[0].last_error and pending[0].state == "pinned"
     with Library(tmp_path / "agent.sqlite", embedder) as library, pytest.raises(RpcUnavailable):
         sync(hanging, store, library, tmp_path / "sync.json")
     assert not (tmp_path / "sync.json").exists()
-    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    committed, pending, _ = outbox.flush(store, dao.registry, dao.nodes[0])
     assert len(committed) == 1 and pending == [] and dao.registry.batch_count() == 1
 
 

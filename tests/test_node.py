@@ -57,7 +57,7 @@ def test_submit_pins_commits_and_empties_the_outbox(w3, accounts, ipfs_api, embe
     dao = deploy_dao(w3, accounts, n_nodes=1)
     outbox = Outbox(tmp_path / "outbox")
     with KuboClient(ipfs_api) as store:
-        committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, dao.registry))
+        committed, pending, _ = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, dao.registry))
         assert pending == [] and outbox.entries() == []
         [done] = committed
         info = dao.registry.batch(bytes.fromhex(done.root))
@@ -70,13 +70,13 @@ def test_ipfs_down_keeps_the_batch_and_a_later_flush_commits_it_once(w3, account
     dao = deploy_dao(w3, accounts, n_nodes=1)
     outbox = Outbox(tmp_path / "outbox")
     with KuboClient(f"http://127.0.0.1:{free_port()}", timeout=2) as dead:
-        committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (dead, dao.registry))
+        committed, pending, _ = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (dead, dao.registry))
     assert committed == [] and len(pending) == 1 and "StoreUnavailable" in pending[0].last_error
     assert dao.registry.batch_count() == 0
     assert json.loads((outbox.path / f"{pending[0].root}.json").read_text())["state"] == "queued"
     with KuboClient(ipfs_api) as store:
-        committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
-        again, _ = outbox.flush(store, dao.registry, dao.nodes[0])
+        committed, pending, _ = outbox.flush(store, dao.registry, dao.nodes[0])
+        again, _, _ = outbox.flush(store, dao.registry, dao.nodes[0])
     assert len(committed) == 1 and pending == [] and again == []
     assert dao.registry.batch_count() == 1
 
@@ -85,10 +85,10 @@ def test_rpc_down_keeps_the_batch_pinned_for_the_next_flush(w3, accounts, embedd
     dao = deploy_dao(w3, accounts, n_nodes=1)
     store, outbox = LocalStore(tmp_path / "blocks"), Outbox(tmp_path / "outbox")
     dead_chain = Registry(Web3(Web3.HTTPProvider(f"http://127.0.0.1:{free_port()}", request_kwargs={"timeout": 2})), dao.registry.address)
-    committed, pending = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, dead_chain))
+    committed, pending, _ = publish(read_insights(jsonl), dao.nodes[0], lambda: embedder, outbox, lambda: (store, dead_chain))
     assert committed == [] and pending[0].state == "pinned" and "RpcUnavailable" in pending[0].last_error
     root = pending[0].root
-    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    committed, pending, _ = outbox.flush(store, dao.registry, dao.nodes[0])
     assert [c.root for c in committed] == [root] and pending == []
     assert dao.registry.batch_count() == 1
 
@@ -101,7 +101,7 @@ def test_a_batch_committed_before_a_crash_is_recognised_not_resent(w3, accounts,
     cid = store.put(document.to_bytes())
     # the process committed, then died before removing the outbox entry
     dao.registry.submit_batch(dao.nodes[0], document.header.root, cid_to_bytes(cid), document.header.count, document.header.schema_id)
-    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    committed, pending, _ = outbox.flush(store, dao.registry, dao.nodes[0])
     assert [(c.root, c.gas_used) for c in committed] == [(entry.root, None)] and pending == []
     assert dao.registry.batch_count() == 1 and outbox.entries() == []
 
@@ -114,7 +114,7 @@ def test_a_corrupted_outbox_document_is_never_committed(w3, accounts, embedder, 
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
-    committed, pending = outbox.flush(store, dao.registry, dao.nodes[0])
+    committed, pending, _ = outbox.flush(store, dao.registry, dao.nodes[0])
     assert committed == [] and "BatchError" in pending[0].last_error
     assert dao.registry.batch_count() == 0
 

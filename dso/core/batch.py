@@ -142,14 +142,16 @@ def parse_document(data: bytes) -> BatchDocument:
     for e in experiences:
         if (e.model, e.codec, e.node) != (model, codec, header.node):
             raise BatchError(f"experience {e.experience_id[:12]} disagrees with the header's model, codec or node")
+    if merkle_root(leaves) != header.root:
+        raise BatchError("Merkle root recomputed from the leaves differs from the header's root")
+    # Codes are checked once the leaves are known to be the committed ones: a code no client can
+    # decode refuses the batch here, by leaf, instead of being skipped later in every aggregation.
     try:
         bad_code = first_bad_code(codec, header.dim, [e.code for e in experiences])
     except CodecError as exc:
         raise BatchError(f"header dim {header.dim} does not fit codec {codec}: {exc}") from exc
     if bad_code is not None:
         raise BatchError(f"leaf {bad_code[0]}: {bad_code[1]}")
-    if merkle_root(leaves) != header.root:
-        raise BatchError("Merkle root recomputed from the leaves differs from the header's root")
     document = BatchDocument(header, experiences)
     if document.to_bytes() != data:
         raise BatchError("document bytes are not in canonical form")

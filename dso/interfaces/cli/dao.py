@@ -66,6 +66,18 @@ def dao_revoke(target: str, wallet_name: str, password_env: str | None) -> None:
     print_created(registry.propose_revoke_batch(proposer, resolve_root(registry, target)), f"revoke {target}")
 
 
+@dao.command("propose-voting-parameters")
+@click.option("--voting-period", required=True, type=click.IntRange(min=1), help="Seconds each later batch or proposal stays open (60 s to 30 days).")
+@click.option("--quorum-bps", required=True, type=click.IntRange(min=1), help="Quorum in basis points of the snapshot electorate (1 to 10,000).")
+@wallet_options
+def dao_propose_voting_parameters(voting_period: int, quorum_bps: int, wallet_name: str, password_env: str | None) -> None:
+    """Propose a new voting period and quorum. Once accepted they apply to batches and proposals
+    created afterwards; open ones keep their deadline and quorum."""
+    registry = open_registry()
+    result = registry.propose_voting_parameters(unlock_wallet(wallet_name, password_env), voting_period, quorum_bps)
+    print_created(result, f"voting period {voting_period} s, quorum {quorum_bps / 100:g}%")
+
+
 @dao.command("revoke-experience")
 @click.argument("batch")
 @click.argument("index", type=int)
@@ -124,6 +136,7 @@ def dao_proposals() -> None:
         table.add_column(column)
     for offset in range(0, registry.proposal_count(), 200):
         for p in registry.proposals(offset, 200):
-            target = {p.kind.REVOKE_BATCH: p.batch.hex()[:16], p.kind.REVOKE_EXPERIENCE: f"{p.batch.hex()[:16]} #{p.leaf_index}"}.get(p.kind, p.account)
+            target = {p.kind.REVOKE_BATCH: p.batch.hex()[:16], p.kind.REVOKE_EXPERIENCE: f"{p.batch.hex()[:16]} #{p.leaf_index}",
+                      p.kind.SET_VOTING_PARAMETERS: f"period {p.voting_period} s, quorum {p.quorum_bps / 100:g}%"}.get(p.kind, p.account)
             table.add_row(str(p.proposal_id), p.kind.name.lower(), target, p.tally.status.name.lower(), str(p.tally.yes), str(p.tally.no), str(p.tally.electorate))
     console.print(table)
