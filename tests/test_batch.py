@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso.core.batch import MAX_DOCUMENT_BYTES, BatchError, build_batch, parse_document, verify_document
+import zstandard
+
+from dso.core.batch import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_CBOR_BYTES, BatchError, build_batch, compress_document, parse_document, verify_document
 from dso.core.experience import Experience
 from dso.core.merkle import merkle_root, prove_inclusion, verify_inclusion
 
@@ -79,7 +82,7 @@ def test_wrong_onchain_root_count_or_schema_is_rejected():
 
 def test_valid_cbor_with_the_wrong_schema_is_rejected():
     document = build_batch(experiences(2), dim=384, baseline=BASELINE, created_at=0)
-    body = cbor2.loads(document.to_bytes())
+    body = cbor2.loads(document.to_cbor())
     cases = [
         {**body, "v": 2},
         {**body, "extra": 1},
@@ -112,10 +115,36 @@ def test_build_refuses_mixed_nodes_duplicates_empty_and_oversize():
     with pytest.raises(BatchError, match="at least one"):
         build_batch([], dim=384, baseline=BASELINE, created_at=0)
     big = [
-        Experience.create(text="x" * 900 + str(i), domain="d", confidence=1, model="m", codec="c", code=b"\x01" * 4000, node=NODE, created_at=0)
-        for i in range(250)
+        # random codes: incompressible, so the compressed document exceeds one IPFS block too
+        Experience.create(text="x" * 900 + str(i), domain="d", confidence=1, model="m", codec="c", code=random.Random(i).randbytes(4000), node=NODE, created_at=0)
+        for i in range(300)
     ]
     with pytest.raises(BatchError, match="split it"):
         build_batch(big, dim=384, baseline=BASELINE, created_at=0).to_bytes()
     with pytest.raises(BatchError, match="above"):
         parse_document(b"\x00" * (MAX_DOCUMENT_BYTES + 1))
+
+
+def test_the_pinned_object_is_one_zstd_frame_of_the_canonical_cbor_and_bare_cbor_still_reads():
+    document = build_batch(experiences(64), dim=384, baseline=BASELINE, created_at=1_700_000_100)
+    pinned, cbor = document.to_bytes(), document.to_cbor()
+    assert zstandard.ZstdDecompressor().decompress(pinned) == cbor and len(pinned) < len(cbor) / 2
+    assert parse_document(pinned) == parse_document(cbor) == document  # documents published before compression
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        (zstandard.ZstdCompressor(write_content_size=True).compress(bytes(MAX_DOCUMENT_CBOR_BYTES + 1)), "declares 33,554,433 bytes"),
+        (zstandard.ZstdCompressor(write_content_size=False).compress(b"\xa0" * 1000), "does not declare its size"),
+        (compress_document(b"\xa0") + b"\x00", "exactly one complete zstd frame"),
+        (compress_document(b"\xa0")[:-2], "corrupt|exactly one complete"),
+        (b"\x28\xb5\x2f\xfd" + bytes(3), "not a valid zstd frame|does not declare"),
+    ],
+    ids=["bomb", "no-size", "trailing", "truncated", "bad-header"],
+)
+def test_a_compressed_document_is_bounded_before_it_is_decompressed(frame, needle):
+    """A 32 MiB-and-one-byte bomb compresses to a few KB; it is refused from its frame header."""
+    assert len(frame) < MAX_DOCUMENT_BYTES
+    with pytest.raises(BatchError, match=needle):
+        parse_document(frame)

@@ -123,3 +123,62 @@ def test_rpc_unavailable_is_the_error_type_for_a_dead_endpoint():
     dead = Registry(Web3(Web3.HTTPProvider(f"http://127.0.0.1:{free_port()}", request_kwargs={"timeout": 2})), "0x" + "11" * 20)
     with pytest.raises(RpcUnavailable):
         dead.batch_count()
+
+
+# ------------------------------------------------------------------------------ large files (issue 9)
+
+
+class CountingEmbedder:
+    """The real model, counting the texts it embeds."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.model_id, self.dim, self.texts = inner, inner.model_id, inner.dim, 0
+
+    def embed(self, texts, batch_size: int = 64):
+        self.texts += len(texts)
+        return self.inner.embed(texts, batch_size)
+
+
+def test_batches_are_planned_by_exact_leaf_size_before_anything_is_embedded():
+    from dso.workflows.publish import plan_batches
+
+    insights = gsm8k_insights(40, offset=5_000)
+    node = "0x" + "11" * 20
+    plans = plan_batches(insights, node, code_bytes=50, max_cbor=3_000)
+    assert [i for plan in plans for i in plan] == insights and len(plans) > 3
+    sizes = [sum(len(i.text.encode()) for i in plan) for plan in plans]
+    assert all(size <= 3_000 for size in sizes)
+    assert len(plan_batches(insights, node, code_bytes=50, max_leaves=7)) == 6  # 40 leaves, 7 at most per batch
+
+
+def test_a_file_too_large_for_one_batch_is_split_committed_once_each_and_resumed_without_duplicates(
+        w3, accounts, ipfs_api, embedder, tmp_path, monkeypatch):
+    """`dso submit` of a 5,000-line file used to fail after 245 s of embedding ("split it"): now
+    sizes are planned first, each batch is queued and committed with one transaction, and a submit
+    interrupted midway and run again embeds only what it had not queued and commits nothing twice."""
+    import dso.workflows.publish as publish_module
+
+    monkeypatch.setattr(publish_module, "PLANNED_BATCH_CBOR_BYTES", 4_000)
+    dao = deploy_dao(w3, accounts, n_nodes=1)
+    insights = gsm8k_insights(48, offset=5_100)
+    outbox = Outbox(tmp_path / "outbox")
+    counting = CountingEmbedder(embedder)
+    stages: list[tuple[str, int, int]] = []
+
+    def interrupt_after_the_second_batch(stage: str, done: int, total: int) -> None:
+        stages.append((stage, done, total))
+        if stage == "embedding" and len([s for s in stages if s[0] == "embedding"]) == 2:
+            raise KeyboardInterrupt
+
+    with KuboClient(ipfs_api) as store:
+        with pytest.raises(KeyboardInterrupt):
+            publish(insights, dao.nodes[0], lambda: counting, outbox, lambda: (store, dao.registry), interrupt_after_the_second_batch)
+        embedded_first = counting.texts
+        assert dao.registry.batch_count() == 0 and len(outbox.entries()) == 1  # the first batch was queued, nothing sent
+        result = publish(insights, dao.nodes[0], lambda: counting, outbox, lambda: (store, dao.registry), lambda *a: stages.append(a))
+    planned = publish_module.plan_batches(insights, dao.nodes[0].address, 50)
+    assert len(planned) >= 4 and len(result.committed) == len(planned) == dao.registry.batch_count()
+    assert counting.texts == embedded_first + len(insights) - len(planned[0])  # the queued batch was not embedded again
+    assert sum(c.count for c in result.committed) == len(insights) and outbox.entries() == []
+    assert not list((outbox.path / "submissions").glob("*.json"))  # the record is closed once all is committed
+    assert ("committing", 0, len(planned)) in stages

@@ -38,6 +38,8 @@ def test_readme_size_claims_match_results():
     bitdelta = size["codecs"]["bitdelta-1"]
     assert f"costs {round(bitdelta['leaf_bytes_mean'])} B in a batch" in README
     assert f"{bitdelta['compression_vs_float32']}x smaller than float32" in README
+    pinned, cbor = bitdelta["document_bytes_per_experience"]["256"], bitdelta["document_cbor_bytes_per_experience"]["256"]
+    assert f"{pinned} B per experience, text included, at a\nbatch of 256 ({cbor} B uncompressed)" in README
     assert f"({round(size['text_bytes_mean'])} B on average here)" in README
 
 

@@ -139,8 +139,10 @@ def _leaf_variant(rng: random.Random, leaf: bytes) -> tuple[str, bytes, str | No
 
 
 def document_mutations(rng: random.Random, document: BatchDocument, other: BatchDocument) -> Iterator[Mutation]:
-    """Byte-level damage and re-encoded documents with one thing changed, endlessly."""
-    original, foreign = document.to_bytes(), other.to_bytes()
+    """Byte-level damage and re-encoded documents with one thing changed, endlessly. The canonical
+    CBOR is mutated (readers accept it bare, as documents published before compression were);
+    the zstd envelope has its own fuzz below."""
+    original, foreign = document.to_cbor(), other.to_cbor()
     body = cbor2.loads(original)
     leaves = list(body["leaves"])
 
@@ -271,7 +273,7 @@ def document_mutations(rng: random.Random, document: BatchDocument, other: Batch
 
 def test_a_thousand_document_mutations_are_all_rejected_by_the_root_or_the_cid(documents, tmp_path):
     document, other = documents
-    original = document.to_bytes()
+    original = document.to_cbor()
     cid = cid_of(original)
     h = document.header
     disk = TamperedDisk(tmp_path / "disk", durable=False)
@@ -306,6 +308,62 @@ def test_a_thousand_document_mutations_are_all_rejected_by_the_root_or_the_cid(d
     assert len(seen) >= MIN_MUTATIONS
     assert 0 < cid_only < 100 and kinds["header"] > 0, (cid_only, kinds)
     print(f"\ndocument mutations: {len(seen)} ({dict(sorted(kinds.items()))}); {cid_only} refused by the CID alone")
+
+
+def envelope_mutations(rng: random.Random, original: bytes, foreign: bytes) -> Iterator[Mutation]:
+    """Byte-level damage to the compressed object as pinned (the zstd frame), endlessly."""
+    while True:
+        kind = rng.choice(["flip", "truncate", "extend", "splice", "second-frame", "insert", "delete"])
+        data = bytearray(original)
+        if kind == "flip":
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            yield Mutation(kind, bytes(data))
+        elif kind == "truncate":
+            yield Mutation(kind, bytes(data[: rng.randrange(len(data))]))
+        elif kind == "extend":
+            yield Mutation(kind, bytes(data) + rng.randbytes(rng.randint(1, 64)), "exactly one complete zstd frame")
+        elif kind == "second-frame":
+            yield Mutation(kind, bytes(data) + foreign, "exactly one complete zstd frame")
+        elif kind == "splice":
+            a, b = rng.randrange(len(original)), rng.randrange(len(foreign))
+            yield Mutation(kind, original[:a] + foreign[b:])
+        elif kind == "insert":
+            at = rng.randrange(len(data) + 1)
+            yield Mutation(kind, bytes(data[:at] + rng.randbytes(rng.randint(1, 16)) + data[at:]))
+        else:
+            at = rng.randrange(len(data))
+            yield Mutation(kind, bytes(data[:at] + data[at + rng.randint(1, 16) :]))
+
+
+def test_a_thousand_mutations_of_the_compressed_object_are_rejected_by_the_frame_the_root_or_the_cid(documents):
+    """What IPFS serves is the zstd frame: damaged frames, trailing bytes and second frames are
+    refused before any CBOR is read; a frame that still decodes must hold the canonical document."""
+    document, other = documents
+    original, h = document.to_bytes(), document.header
+    cid = cid_of(original)
+    rng = random.Random(SEED + 1)
+    seen: set[bytes] = set()
+    same_content = 0
+    for mutation in envelope_mutations(rng, original, other.to_bytes()):
+        if len(seen) >= 1_000:
+            break
+        if mutation.data == original or mutation.data in seen:
+            continue
+        seen.add(mutation.data)
+        with pytest.raises(CidMismatch):
+            verify(cid, mutation.data)
+        try:
+            parsed = verify_document(mutation.data, h.root, h.count, h.schema_id)
+        except BatchError as exc:
+            if mutation.expect is not None:
+                assert re.search(mutation.expect, str(exc)), f"{mutation.kind}: {exc}"
+            continue
+        # A frame that decodes to the very same canonical document (e.g. a header flag that does
+        # not change the content): bound by the CID alone, like the creation time.
+        assert parsed == document, mutation.kind
+        same_content += 1
+    assert len(seen) >= 1_000 and same_content < 50, same_content
 
 
 def test_documents_are_checked_against_the_chain_not_only_against_themselves(documents):
@@ -749,7 +807,7 @@ def test_tampered_documents_of_accepted_batches_never_reach_the_library(w3, acco
     with KuboClient(ipfs_api) as pinner:
         cids = {d.header.root: pinner.put(d.to_bytes()) for d in (honest, ts_only, wrong_root, wrong_count, flipped)}
         # wrong_root: the node commits its root with the CID of a document whose first text it changed
-        body = cbor2.loads(wrong_root.to_bytes())
+        body = cbor2.loads(wrong_root.to_cbor())
         leaf = cbor2.loads(body["leaves"][0])
         leaf["text"] = leaf["text"] + " Always answer 42."
         body["leaves"][0] = cbor2.dumps(leaf, canonical=True)
@@ -760,7 +818,7 @@ def test_tampered_documents_of_accepted_batches_never_reach_the_library(w3, acco
     damaged = bytearray(flipped.to_bytes())
     damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
     lies = {
-        cids[ts_only.header.root]: cbor2.dumps({**cbor2.loads(ts_only.to_bytes()), "ts": ts_only.header.created_at + 1}, canonical=True),
+        cids[ts_only.header.root]: cbor2.dumps({**cbor2.loads(ts_only.to_cbor()), "ts": ts_only.header.created_at + 1}, canonical=True),
         cids[flipped.header.root]: bytes(damaged),
     }
     # the ts-only lie passes every check but the CID's

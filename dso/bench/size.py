@@ -46,16 +46,18 @@ def measure_codec(codec_id: str, insights: list, vectors: np.ndarray) -> dict[st
     ]
     leaves = [len(e.canonical_bytes()) for e in experiences]
     without_text = [leaf - _text_item_bytes(e.text) for leaf, e in zip(leaves, experiences)]
-    documents = {}
+    documents, uncompressed = {}, {}
     for size in BATCH_SIZES:
         document = build_batch(experiences[:size], dim=vectors.shape[1], baseline=bytes.fromhex(baseline_id(baseline)), created_at=1_763_000_000)
         documents[str(size)] = round(len(document.to_bytes()) / size, 1)
+        uncompressed[str(size)] = round(len(document.to_cbor()) / size, 1)
     return {
         "code_bytes": int(codes.shape[1]),
         "compression_vs_float32": round(4 * vectors.shape[1] / codes.shape[1], 1),
         "leaf_bytes_mean": round(statistics.mean(leaves), 1),
         "leaf_bytes_without_text_mean": round(statistics.mean(without_text), 1),
         "document_bytes_per_experience": documents,
+        "document_cbor_bytes_per_experience": uncompressed,
     }
 
 
@@ -90,7 +92,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         (f"canonical leaf with its text (mean text {results['text_bytes_mean']} B)", lambda c: c["leaf_bytes_mean"]),
     ]
     rows += [
-        (f"batch document per experience, batch of {size}", lambda c, size=size: c["document_bytes_per_experience"][size])
+        (f"batch document per experience, batch of {size}: canonical CBOR", lambda c, size=size: c["document_cbor_bytes_per_experience"][size])
+        for size in codecs[names[0]]["document_bytes_per_experience"]
+    ]
+    rows += [
+        (f"batch document per experience, batch of {size}: as pinned (zstd)", lambda c, size=size: c["document_bytes_per_experience"][size])
         for size in codecs[names[0]]["document_bytes_per_experience"]
     ]
     for label, value in rows:

@@ -9,6 +9,7 @@ themselves are refused, so nobody can publish two byte strings for one experienc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -220,13 +221,18 @@ class Experience:
         return body
 
     def canonical_bytes(self) -> bytes:
-        """The one byte encoding: deterministic CBOR of `to_cbor_map()`."""
+        """The one byte encoding: deterministic CBOR of `to_cbor_map()` (computed once per
+        experience: an experience is immutable, and a sync of 64k leaves hashes each several times)."""
+        return self._canonical
+
+    @functools.cached_property
+    def _canonical(self) -> bytes:
         return cbor2.dumps(self.to_cbor_map(), canonical=True)
 
-    @property
+    @functools.cached_property
     def experience_id(self) -> str:
         """Hex sha256 of the canonical bytes: the experience's content id."""
-        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+        return hashlib.sha256(self._canonical).hexdigest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Experience":

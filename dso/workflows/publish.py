@@ -10,16 +10,17 @@ duplicate root). An entry leaves the outbox only once the chain holds its root.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, NamedTuple, Sequence
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from dso.core.batch import BatchDocument, build_batch, parse_document
+from dso.core.batch import MAX_LEAVES, BatchDocument, build_batch, parse_document
 from dso.core.codec import DEFAULT_CODEC, baseline_id, get_codec, load_baseline
 from dso.core.experience import Experience, ExperienceError, Insight, validate_confidence, validate_domain, validate_metadata, validate_text
 from dso.core.models import MODEL_NAME
@@ -28,7 +29,7 @@ from dso.edges.config import dso_home
 from dso.edges.embed import Embedder
 from dso.edges.files import atomic_write_bytes, atomic_write_text
 from dso.edges.ipfs import ContentStore, cid_to_bytes
-from dso.errors import BatchRefused, ContractRevert, DsoError, InputError
+from dso.errors import BatchError, BatchRefused, ContractRevert, DsoError, InputError
 
 
 def read_insights(path: Path) -> list[Insight]:
@@ -88,18 +89,96 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def prepare_batch(insights: Sequence[Insight], node: str, embedder: Embedder, codec_id: str = DEFAULT_CODEC, now: int | None = None) -> BatchDocument:
-    """Embed, compress and bundle insights into one batch document for `node` (an address).
-    Repeated texts are merged (the batch would otherwise repeat an experience)."""
+# A batch is planned to at most this much canonical CBOR before anything is embedded. Compressed
+# (real lessons: 2.5x smaller, bench/results/size.json) it fits one IPFS block with room to spare;
+# a batch whose compressed document still does not fit is split in two after coding.
+PLANNED_BATCH_CBOR_BYTES = 2 << 20
+EMBED_CHUNK = 512  # texts embedded per call: progress is reported between chunks
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def unique_insights(insights: Sequence[Insight]) -> list[Insight]:
+    """Insights with repeated texts merged (the first kept): a batch must not repeat an experience."""
+    return list({i.text: i for i in insights}.values())
+
+
+def plan_batches(insights: Sequence[Insight], node: str, code_bytes: int, max_cbor: int | None = None,
+                 max_leaves: int = MAX_LEAVES) -> list[list[Insight]]:
+    """Split insights into batches whose canonical leaves add up to at most `max_cbor` bytes
+    (default PLANNED_BATCH_CBOR_BYTES) and `max_leaves` leaves, in input order. Leaf sizes are exact
+    before any embedding: a placeholder code of the codec's length encodes to as many bytes as the
+    real one will."""
+    max_cbor = PLANNED_BATCH_CBOR_BYTES if max_cbor is None else max_cbor
+    placeholder = bytes(code_bytes)
+    plans: list[list[Insight]] = [[]]
+    size = 0
+    for insight in insights:
+        leaf = len(Experience.create(insight.text, insight.domain, insight.confidence, MODEL_NAME, DEFAULT_CODEC, placeholder,
+                                     node, 0, insight.metadata).canonical_bytes()) + 5  # + CBOR byte-string header
+        if plans[-1] and (size + leaf > max_cbor or len(plans[-1]) >= max_leaves):
+            plans.append([])
+            size = 0
+        plans[-1].append(insight)
+        size += leaf
+    return [plan for plan in plans if plan]
+
+
+def _coded_experiences(insights: Sequence[Insight], node: str, embedder: Embedder, codec_id: str, created: int,
+                       progress: Progress | None = None, done: int = 0, total: int = 0) -> list[Experience]:
+    """Embed (in chunks, reporting progress) and code insights into experiences of `node`."""
+    codec = get_codec(codec_id, embedder.dim, load_baseline())
+    experiences: list[Experience] = []
+    for start in range(0, len(insights), EMBED_CHUNK):
+        chunk = insights[start : start + EMBED_CHUNK]
+        codes = codec.encode(embedder.embed([i.text for i in chunk]))
+        experiences += [Experience.create(i.text, i.domain, i.confidence, MODEL_NAME, codec_id, bytes(code), node, created, i.metadata)
+                        for i, code in zip(chunk, codes)]
+        if progress:
+            progress("embedding", done + len(experiences), total)
+    return experiences
+
+
+def _fitted_documents(experiences: Sequence[Experience], dim: int, baseline: bytes, created: int) -> list[BatchDocument]:
+    """One batch document, or as many halves as it takes for each to fit one IPFS block."""
+    document = build_batch(experiences, dim=dim, baseline=baseline, created_at=created)
+    try:
+        document.to_bytes()
+    except BatchError:
+        if len(experiences) < 2:
+            raise
+        half = len(experiences) // 2
+        return _fitted_documents(experiences[:half], dim, baseline, created) + _fitted_documents(experiences[half:], dim, baseline, created)
+    return [document]
+
+
+def prepare_batches(insights: Sequence[Insight], node: str, embedder: Embedder, codec_id: str = DEFAULT_CODEC,
+                    now: int | None = None, progress: Progress | None = None,
+                    skip: Collection[int] = ()) -> Iterator[tuple[int, list[BatchDocument]]]:
+    """Embed, code and bundle any number of insights into batch documents of `node` (an address),
+    each within one IPFS block; repeated texts are merged. Yields (planned batch number, its
+    documents): a planned batch is one document unless it had to be split to fit. Sizes are
+    planned before the model runs, so a large file costs no wasted embedding; planned batches in
+    `skip` are not embedded at all (an interrupted submit resuming)."""
     created = int(time.time()) if now is None else now
-    unique = list({i.text: i for i in insights}.values())
-    baseline = load_baseline()
-    codes = get_codec(codec_id, embedder.dim, baseline).encode(embedder.embed([i.text for i in unique]))
-    experiences = [
-        Experience.create(i.text, i.domain, i.confidence, MODEL_NAME, codec_id, bytes(code), node, created, i.metadata)
-        for i, code in zip(unique, codes)
-    ]
-    return build_batch(experiences, dim=embedder.dim, baseline=bytes.fromhex(baseline_id(baseline)), created_at=created)
+    unique = unique_insights(insights)
+    codec = get_codec(codec_id, embedder.dim, load_baseline())
+    baseline = bytes.fromhex(codec.baseline_id)
+    done = 0
+    for number, plan in enumerate(plan_batches(unique, node, codec.code_bytes)):
+        if number not in skip:
+            experiences = _coded_experiences(plan, node, embedder, codec_id, created, progress, done, len(unique))
+            yield number, _fitted_documents(experiences, embedder.dim, baseline, created)
+        done += len(plan)
+
+
+def prepare_batch(insights: Sequence[Insight], node: str, embedder: Embedder, codec_id: str = DEFAULT_CODEC, now: int | None = None) -> BatchDocument:
+    """Embed, compress and bundle insights into one batch document for `node` (an address); repeated
+    texts are merged. BatchError if they do not fit one batch (`prepare_batches` splits them)."""
+    created = int(time.time()) if now is None else now
+    unique = unique_insights(insights)
+    experiences = _coded_experiences(unique, node, embedder, codec_id, created)
+    return build_batch(experiences, dim=embedder.dim, baseline=bytes.fromhex(baseline_id(load_baseline())), created_at=created)
 
 
 @dataclass
@@ -119,6 +198,24 @@ class OutboxEntry:
     cid: str | None = None
     last_error: str | None = None
     node: str | None = None  # None only in entries written before the outbox named their wallet
+
+
+@dataclass
+class Submission:
+    """One submit of a file: its batches' creation time and, by planned batch, the roots queued."""
+
+    path: Path
+    created_at: int
+    queued: dict[int, list[str]]
+
+    def record(self, plan: int, roots: list[str]) -> None:
+        """Note that planned batch `plan` is queued as `roots` (written atomically)."""
+        self.queued[plan] = roots
+        atomic_write_text(self.path, json.dumps({"created_at": self.created_at, "queued": self.queued}, indent=1) + "\n")
+
+    def close(self) -> None:
+        """Forget the record once everything it queued is committed."""
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -160,9 +257,13 @@ class Outbox:
         self.path = path or dso_home() / "outbox"
 
     def add(self, document: BatchDocument) -> OutboxEntry:
-        """Persist a batch (document first, then its state file) and return its entry."""
-        data = document.to_bytes()
+        """Persist a batch (document first, then its state file) and return its entry; a batch
+        already queued keeps its entry (and its state: pinned, refused) as it is."""
         root = document.header.root.hex()
+        existing = self.path / f"{root}.json"
+        if existing.exists() and (self.path / f"{root}.cbor").exists():
+            return next(e for e in self.entries() if e.root == root)
+        data = document.to_bytes()
         atomic_write_bytes(self.path / f"{root}.cbor", data)
         entry = OutboxEntry(root, document.header.count, len(data), node=_address(document.header.node))
         self._save(entry)
@@ -210,16 +311,36 @@ class Outbox:
         (self.path / f"{entry.root}.json").unlink(missing_ok=True)
         (self.path / f"{entry.root}.cbor").unlink(missing_ok=True)
 
-    def flush(self, store: ContentStore, registry: Registry, node: LocalAccount) -> FlushResult:
+    def submission(self, node: str, insights: Sequence[Insight]) -> "Submission":
+        """The record of submitting these insights from `node`: its creation time and the batches
+        already queued. A submit interrupted and run again on the same file reuses both, so it
+        builds byte-identical batches (their roots are on-chain or queued already) and skips the
+        embedding of the batches it had finished."""
+        digest = hashlib.sha256(json.dumps([node.lower(), [[i.text, i.domain, i.confidence, dict(i.metadata)] for i in insights]],
+                                           sort_keys=True).encode()).hexdigest()
+        path = self.path / "submissions" / f"{digest}.json"
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+                return Submission(path, int(data["created_at"]), {int(k): list(v) for k, v in data["queued"].items()})
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise DsoError(f"submission record {path} is corrupt ({exc}); delete it to submit afresh") from exc
+        return Submission(path, int(time.time()), {})
+
+    def flush(self, store: ContentStore, registry: Registry, node: LocalAccount, progress: Progress | None = None) -> FlushResult:
         """Pin and commit every entry `node` prepared; others' entries are left alone (a batch is
         committed only by the wallet whose address it carries). One failing service stops that
         entry only; its error is recorded and the entry stays for the next flush. A permanent
         refusal marks the entry "refused" instead, and later flushes skip it."""
         committed, pending, others = [], [], []
-        for entry in self.entries():
+        entries = self.entries()
+        mine = sum(1 for e in entries if (e.node or "").lower() == node.address.lower())
+        for entry in entries:
             if entry.node is None or entry.node.lower() != node.address.lower():
                 others.append(entry)
                 continue
+            if progress:
+                progress("committing", len(committed) + len(pending), mine)
             if entry.state == REFUSED:
                 pending.append(entry)
                 continue
@@ -281,21 +402,31 @@ def publish(
     load_embedder: Callable[[], Embedder],
     outbox: Outbox,
     services: Callable[[], tuple[ContentStore, Registry]],
+    progress: Progress | None = None,
 ) -> FlushResult:
     """The one publish path (`dso submit`, the demo, the fault suite): embed and batch validated
-    insights, queue the batch in the outbox, then pin and commit it with everything else waiting
-    there.
+    insights (as many batches as they need, each within one IPFS block), queue them in the outbox,
+    then pin and commit them, one transaction each, with everything else this wallet has waiting.
+    `progress(stage, done, total)` hears "embedding" and "committing".
 
     `load_embedder` is called only now that the input is known to be valid (a model load takes
     seconds; a malformed file should fail before it); `services` opens the content store and the registry only after the batch is safe on disk, so an
     unreachable RPC loses nothing (DsoError says the batch waits in the outbox).
     """
-    entry = outbox.add(prepare_batch(insights, node.address, load_embedder()))
+    unique = unique_insights(insights)
+    submission = outbox.submission(node.address, unique)
+    batches = prepare_batches(unique, node.address, load_embedder(), now=submission.created_at, progress=progress, skip=set(submission.queued))
+    for number, documents in batches:
+        submission.record(number, [outbox.add(d).root for d in documents])
+    roots = [root for number in sorted(submission.queued) for root in submission.queued[number]]
     try:
         store, registry = services()
     except DsoError as exc:
-        raise DsoError(f"batch {entry.root[:16]} is safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
-    return outbox.flush(store, registry, node)
+        raise DsoError(f"{len(roots)} batch(es) ({roots[0][:16]}...) are safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
+    result = outbox.flush(store, registry, node, progress)
+    if not {p.root for p in result.pending} & set(roots):
+        submission.close()
+    return result
 
 
 def insights_to_jsonl(insights: Iterable[Any]) -> str:

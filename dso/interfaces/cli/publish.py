@@ -53,9 +53,20 @@ def submit(file: Path, wallet_name: str, password_env: str | None) -> None:
     from dso.edges.embed import load_embedder
     from dso.workflows.publish import Outbox, publish, read_insights
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
     insights = read_insights(file)  # a malformed file fails at once, before the model loads
     node = unlock_wallet(wallet_name, password_env)
-    result = publish(insights, node, lambda: load_embedder("minilm"), Outbox(), lambda: (open_store(), open_registry()))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = publish(insights, node, lambda: load_embedder("minilm"), Outbox(), lambda: (open_store(), open_registry()), progress)
     print_flush_result(result)
 
 
