@@ -40,6 +40,12 @@ def test_our_proofs_are_pymerkles_proofs(leaves, data):
     assert ours.leaf_hash == leaf_hash(leaves[index])
 
 
+@given(leaves=st.lists(st.binary(min_size=0, max_size=8), min_size=1, max_size=300))
+def test_the_level_by_level_root_is_pymerkles_root(leaves):
+    """merkle_root hashes level by level (fast); pymerkle builds the RFC 9162 tree node by node."""
+    assert merkle_root(leaves) == bytes(build_tree(leaves).get_root())
+
+
 def test_root_is_rfc9162_with_domain_separation():
     a, b, c = b"a", b"b", b"c"
     assert merkle_root([a]) == leaf_hash(a)

@@ -55,6 +55,13 @@ def validate_text(text: Any) -> str:
     if not isinstance(text, str):
         raise ExperienceError(f"text must be a string, got {type(text).__name__}")
     normalized = normalize_text(text)
+    if normalized and normalized.replace("\n", " ").replace("\t", " ").isprintable():
+        # Fast path (nearly every text): no control, format, surrogate, private-use, unassigned or
+        # separator character at all, so nothing below can refuse it but the size.
+        size = len(normalized.encode("utf-8"))
+        if size > MAX_TEXT_BYTES:
+            raise ExperienceError(f"text is {size} bytes in UTF-8; the limit is {MAX_TEXT_BYTES}")
+        return normalized
     if not any(not c.isspace() and unicodedata.category(c) != "Cf" for c in normalized):
         raise ExperienceError("text is empty (nothing but whitespace or invisible format characters)")
     # surrogatepass: a lone surrogate has no UTF-8 encoding; it is refused just below, by name.
