@@ -7,10 +7,9 @@ import random
 
 import cbor2
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import zstandard
 
 from dso.core.batch import MAX_DOCUMENT_BYTES, MAX_DOCUMENT_CBOR_BYTES, BatchError, build_batch, compress_document, parse_document, verify_document
 from dso.core.experience import Experience

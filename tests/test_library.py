@@ -164,16 +164,13 @@ def test_library_persists_across_reopen_and_context_block_is_prompt_ready(tmp_pa
 def test_failed_writes_leave_the_library_unchanged(library, embedder, baseline, gsm8k_items, monkeypatch):
     good = to_experiences(embedder, gsm8k_items[:5])
     library.add_many(good[:2], baseline)
-    calls = {"n": 0}
-    original = library._load_index().nearest
+    original = library._store_vectors
 
-    def fail_on_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full")
-        return original(*args, **kwargs)
+    def fail_inside_the_transaction(vectors):
+        original(vectors)
+        raise OSError("disk full")
 
-    monkeypatch.setattr(library._load_index(), "nearest", fail_on_second)
+    monkeypatch.setattr(library, "_store_vectors", fail_inside_the_transaction)
     with pytest.raises(OSError):
         library.add_many(good[2:], baseline)
     monkeypatch.undo()
@@ -181,7 +178,7 @@ def test_failed_writes_leave_the_library_unchanged(library, embedder, baseline, 
     assert library.get(good[2].experience_id) is None
     assert [o.stored for o in library.add_many(good[2:], baseline)] == [True, True, True]
 
-    monkeypatch.setattr(library, "_bump_reports_version", lambda: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(library, "_bump", lambda key: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         library.add_reports(good, baseline, Source(root(1), 1))
     monkeypatch.undo()
@@ -211,13 +208,15 @@ def test_k_must_be_positive(library):
 
 
 def test_lessons_published_with_another_model_are_searchable_once_accepted(library, embedder, baseline):
-    """Codes of a model and baseline this client cannot decode take no part in the vote; the entry
-    is coded from the medoid text's local embedding, so search works across models."""
+    """Codes of a model and baseline this client cannot decode take no part in the vote; once the
+    indexer has embedded the medoid text, the entry is coded from it, so search works across models."""
     text = "When a recipe is scaled up, multiply every ingredient by the same factor."
     foreign_baseline = bytes([7]) * 32
     for n in (1, 2, 3):
         experience = Experience.create(text, "cooking", 0.9, "text-embedding-3-small", "bitdelta-1", bytes([n]) * 194, bytes([n]) * 20, 1)
         library.add_reports([experience], foreign_baseline, Source(root(n), n))
     assert library.aggregate({1, 2, 3}).accepted == 1
+    assert library.search("How do I double a recipe?", k=1) == []  # no code in this space yet: sync embeds nothing
+    assert library.index_texts().embedded == 1  # the indexer embeds the text and codes it in the library's space
     [hit] = library.search("How do I double a recipe?", k=1)
     assert hit.experience.text == text and hit.support == 3 and hit.experience.model == "text-embedding-3-small"

@@ -79,6 +79,11 @@ def validate_text(text: Any) -> str:
     return normalized
 
 
+def text_hash(text: str) -> bytes:
+    """sha256 of a text's UTF-8: the key of its group of reports and of its local embedding."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def display_text(text: str) -> str:
     """`text` as dso shows it to people: every control or format character (bidi controls,
     zero-width characters, line breaks, tabs) written as a visible escape such as ``\\u202e``, so

@@ -223,6 +223,22 @@ def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
     return LOADERS[name]()
 
 
+class LazyEmbedder:
+    """One of LOADERS' embedders, loaded on its first `embed` call: a sync that finds nothing to
+    embed never pays the model load (a torch import and a model read, seconds)."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER) -> None:
+        if name not in LOADERS:
+            raise EmbeddingError(f"unknown embedder {name!r}; choose one of {sorted(LOADERS)}")
+        self.name = name
+        self.model_id = MODEL_ID  # every LOADERS entry is all-MiniLM-L6-v2
+        self.dim = DIM
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Load the model if needed, then embed (see Embedder.embed)."""
+        return load_embedder(self.name).embed(texts, batch_size)
+
+
 # ---------------------------------------------------------------------------- other agents' models
 #
 # Models an agent may bring instead of MiniLM. Their vectors are NOT in the library's space: use

@@ -46,12 +46,20 @@ class CodeSpace:
         """Whether this report's code is in the consensus space and so takes part in the vote."""
         return experience.codec == CONSENSUS_CODEC and experience.model == self.model and bytes(baseline) == self.baseline
 
-    def entry_code(self, consensus: bytes | None, medoid: Experience, medoid_baseline: bytes, vector: np.ndarray) -> tuple[str, bytes, bytes]:
+    def entry_code(self, consensus: bytes | None, medoid: Experience, medoid_baseline: bytes) -> tuple[str, bytes, bytes]:
         """(codec id, code, baseline id) of an entry: the cluster's consensus code if its voices had
-        one; else the medoid text's local embedding `vector` coded in this space; else (no space)
-        the medoid report's own code."""
+        one, else the medoid report's own code. An entry whose code is not in this space is not
+        searchable until the indexer has embedded its text (`code_from_vector`)."""
         if consensus is not None and self.baseline is not None:
             return CONSENSUS_CODEC, consensus, self.baseline
-        if self.codec is not None and self.baseline is not None:
-            return CONSENSUS_CODEC, bytes(self.codec.encode(np.asarray(vector, dtype=np.float32)[None, :])[0]), self.baseline
         return medoid.codec, medoid.code, medoid_baseline
+
+    def in_space(self, codec_id: str, baseline: bytes) -> bool:
+        """Whether a code of `codec_id` made against `baseline` can be searched here."""
+        return self.baseline is not None and codec_id == CONSENSUS_CODEC and bytes(baseline) == self.baseline
+
+    def code_from_vector(self, vector: np.ndarray) -> bytes:
+        """A local embedding coded in this space (for entries whose published codes are not)."""
+        if self.codec is None:
+            raise DsoError("this library's model has no published baseline: nothing can be coded in its space")
+        return bytes(self.codec.encode(np.asarray(vector, dtype=np.float32)[None, :])[0])

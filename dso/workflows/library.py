@@ -1,67 +1,81 @@
-"""The local agent memory: experiences in SQLite, retrieved top-k for a query.
+"""The local agent memory: experiences in SQLite, a search index on disk, retrieved top-k.
 
 Two kinds of entries live here:
 
 - **network** entries, the global library. Sync stores every verified report (one experience as
-  one node published it in one accepted batch, keyed by batch root and leaf index) in `reports`;
-  `aggregate` then runs `dso.core.aggregate` over all reports from currently admitted nodes (one voice
-  per node, robust statistics, the acceptance policy) and replaces the network entries with its
-  clusters. The library is therefore a pure function of (verified reports, admitted nodes,
-  policy): loading a batch twice, or syncing in another order, gives the same entries.
-- **local** entries, the agent's own (`add`/`add_many` without a source): always visible, never
-  aggregated or revoked.
+  one node published it in one accepted batch, keyed by batch root and leaf index) in `reports`,
+  without embedding anything; `aggregate` then turns the reports of admitted nodes into entries
+  (`dso.workflows.aggregation`: clusters found from the codes alone, one voice per node, robust
+  statistics, the acceptance policy), recomputing only what new or removed reports touched. The
+  library is therefore a pure function of (verified reports, admitted nodes, policy): loading a
+  batch twice, or syncing in another order, gives the same entries.
+- **local** entries, the agent's own (`add`/`add_many`): always visible, never aggregated or
+  revoked.
 
-Retrieval is two-stage. The compressed codes (what the network ships, ~1 bit per dimension) rank
-every visible entry against the float query embedding; the best `rescore` candidates are then
-re-ranked with float embeddings recomputed locally from their texts (cached in `vectors`, one row
-per distinct text), which restores the recall the 1-bit codes lose (bench/results/retrieval.json).
-Filters (domain prefix, minimum confidence) apply before ranking, on the consensus values.
+Retrieval (`dso.workflows.index.SearchIndex`, memory-mapped arrays next to the SQLite file):
+Hamming prefilter over the codes' sign bits, the asymmetric cosine of the float query against the
+codes, then the best `rescore` re-ranked by local float embeddings of their texts. Those
+embeddings are not computed during sync: `index_texts` (run by `dso sync` after verifying, or by
+`dso index`) embeds them incrementally, in chunks, resumably. Until then an entry is found by its
+code; a `Hit` says whether only its code ranked it.
 
 State lives in one SQLite file in WAL mode; every change is one transaction, so a crash leaves the
-library as it was before or after the change, never in between. This module owns the storage; the
-in-memory arrays searched are `dso.workflows.index.SearchIndex`, and which code an entry carries
-is `dso.workflows.codespace`.
+library as it was before or after the change, never in between. The index follows each committed
+change; a crash between the two leaves an index whose generation is stale, which is rebuilt from
+SQLite on the next open.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
-from dso.core.aggregate import NEAR_DUPLICATE_COSINE, AcceptancePolicy, Report, aggregate
-from dso.core.experience import Experience, validate_domain
-from dso.edges.embed import Embedder
+from dso.core.aggregate import NEAR_DUPLICATE_COSINE, AcceptancePolicy
+from dso.core.experience import Experience, text_hash, validate_domain
+from dso.core.models import Embedder
 from dso.errors import LibraryError
+from dso.workflows.aggregation import AggregationSummary, Aggregator, policy_key, rebuild_key
 from dso.workflows.codespace import CodeSpace
-from dso.workflows.index import SearchIndex
+from dso.workflows.index import IndexRow, SearchIndex, open_index
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_RESCORE = 100
-# Reports one node may contribute to an aggregation (its earliest ones count). Clustering costs
-# O(G^2) in distinct texts, so without a bound one admitted node could make every client's sync
-# quadratic by flooding near-duplicates; honest nodes publish far fewer experiences than this.
-MAX_REPORTS_PER_NODE = 5_000
+INDEX_CHUNK = 256  # texts embedded per indexer step (one transaction each)
+REBUILD_DEAD_FRACTION = 0.25
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS vectors (text_hash BLOB PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY,
     batch_root BLOB NOT NULL,
     leaf_index INTEGER NOT NULL,
+    batch_position INTEGER NOT NULL,
     experience_id TEXT NOT NULL,
     node_id INTEGER NOT NULL,
+    text_hash BLOB NOT NULL,
+    text TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    code BLOB,
     canonical BLOB NOT NULL,
     baseline BLOB NOT NULL,
-    text_hash BLOB NOT NULL REFERENCES vectors(text_hash),
-    PRIMARY KEY (batch_root, leaf_index)
+    UNIQUE (batch_root, leaf_index)
 );
+CREATE INDEX IF NOT EXISTS reports_text ON reports(text_hash);
+CREATE INDEX IF NOT EXISTS reports_node ON reports(node_id);
+CREATE INDEX IF NOT EXISTS reports_experience ON reports(experience_id);
+CREATE TABLE IF NOT EXISTS groups (text_hash BLOB PRIMARY KEY, code BLOB, component INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS groups_component ON groups(component);
+CREATE TABLE IF NOT EXISTS edges (a BLOB NOT NULL, b BLOB NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_b ON edges(b);
+CREATE TABLE IF NOT EXISTS dirty (text_hash BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vectors (text_hash BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS experiences (
     id TEXT PRIMARY KEY,
     origin TEXT NOT NULL CHECK (origin IN ('local', 'network')),
@@ -73,24 +87,31 @@ CREATE TABLE IF NOT EXISTS experiences (
     codec TEXT NOT NULL,
     baseline BLOB NOT NULL,
     code BLOB NOT NULL,
-    text_hash BLOB NOT NULL REFERENCES vectors(text_hash),
+    text_hash BLOB NOT NULL,
     support INTEGER NOT NULL,
     node_ids TEXT NOT NULL,
     reason TEXT,
-    added_at INTEGER NOT NULL
+    statistics_reason TEXT,
+    added_at INTEGER NOT NULL,
+    component INTEGER,
+    index_row INTEGER
 );
 CREATE INDEX IF NOT EXISTS experiences_visible ON experiences(accepted);
+CREATE INDEX IF NOT EXISTS experiences_component ON experiences(component);
+CREATE INDEX IF NOT EXISTS experiences_text ON experiences(text_hash);
 """
 
 
 @dataclass(frozen=True)
 class Source:
-    """Where a batch of reports came from: the batch (root), the submitting node's id and, when
-    known, its address (20 bytes): every report must then carry that address as its node."""
+    """Where a batch of reports came from: the batch (root), the submitting node's id, when known
+    its address (20 bytes; every report must then carry it as its node), and its position on the
+    chain (the order in which a node's reports count against the per-node cap)."""
 
     batch_root: bytes
     node_id: int
     node: bytes | None = None
+    position: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,28 +126,12 @@ class AddOutcome:
 
 
 @dataclass(frozen=True)
-class AggregationSummary:
-    """What one `Library.aggregate` produced. `unchanged` means nothing it depends on changed since
-    the last run, so the entries were left as they were (the other figures are then those of the
-    last run)."""
-
-    accepted: int
-    pending: int
-    reports: int
-    active_nodes: int
-    required_support: int
-    dropped_reports: int  # from nodes that are not admitted
-    capped_reports: int  # beyond MAX_REPORTS_PER_NODE for their node
-    invalid_codes: int
-    unchanged: bool = False
-
-
-@dataclass(frozen=True)
 class Hit:
     """One retrieved entry: the experience as published (for a network entry, the report whose text
     is the cluster's medoid), its similarity to the query, and the consensus the network reached:
     `domain` and `confidence` (weighted median over node voices) and `support` (distinct admitted
-    nodes; 0 for a local entry)."""
+    nodes; 0 for a local entry). `by_code_only`: no local embedding of its text existed yet, so
+    its 1-bit code alone ranked it (`dso index` computes them)."""
 
     experience: Experience
     score: float
@@ -134,6 +139,7 @@ class Hit:
     domain: str
     confidence: float
     origin: str = "network"
+    by_code_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,30 +153,46 @@ class PendingEntry:
     reason: str
 
 
-def text_hash(text: str) -> bytes:
-    """The key of a text's cached local embedding."""
-    return hashlib.sha256(text.encode("utf-8")).digest()
+@dataclass(frozen=True)
+class IndexProgress:
+    """What `index_texts` did: texts embedded now, those still without an embedding, seconds."""
+
+    embedded: int
+    remaining: int
+    seconds: float
+
+    @property
+    def texts_per_second(self) -> float:
+        return round(self.embedded / self.seconds, 1) if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    """Counts an operator wants at a glance (`dso status`)."""
+
+    entries: int
+    local: int
+    pending: int
+    reports: int
+    unindexed: int
+    index_rows: int
+    last_aggregation: dict[str, Any] | None
 
 
 class Library:
-    """An agent's experience memory backed by one SQLite file."""
+    """An agent's experience memory: one SQLite file and its search index directory."""
 
     def __init__(self, path: Path | str, embedder: Embedder, codecs: Any = None) -> None:
-        """Open (or create) the library at `path`. `embedder` embeds queries and re-embeds texts
-        for rescoring and clustering; `codecs` resolves (codec id, dim, baseline id) to a codec
-        (default `dso.core.codec.codec_for`)."""
+        """Open (or create) the library at `path`. `embedder` embeds queries and, in the indexer,
+        texts for rescoring; `codecs` is accepted for compatibility and unused (codes are searched
+        in the library's own code space, `dso.workflows.codespace`)."""
         self.path = Path(path)
         self.embedder = embedder
-        if codecs is None:
-            from dso.core.codec import codec_for
-
-            codecs = codec_for
-        self._codec_for = codecs
+        self.space = CodeSpace.of(embedder.model_id, embedder.dim)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
             version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if self._has_meta() else None
             if version is not None and version[0] != str(SCHEMA_VERSION):
@@ -185,6 +207,11 @@ class Library:
             raise LibraryError(f"{self.path} is not a usable dso library: {exc}") from exc
         self._index: SearchIndex | None = None
 
+    @property
+    def index_path(self) -> Path:
+        """The search index directory: next to the SQLite file."""
+        return self.path.with_name(self.path.name + ".index")
+
     def _has_meta(self) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is not None
 
@@ -196,43 +223,65 @@ class Library:
 
     def add_many(self, experiences: Sequence[Experience], baseline: bytes) -> list[AddOutcome]:
         """Store the agent's own experiences in one transaction (all or nothing). A local entry is
-        visible at once and never aggregated, counted as support, or revoked."""
+        visible at once and never aggregated, counted as support, or revoked. A near-duplicate
+        (local float cosine >= NEAR_DUPLICATE_COSINE with any visible entry) is not stored twice."""
         if not experiences:
             return []
-        index = self._load_index()
-        unknown = [e for e in experiences if e.experience_id not in index.position]
-        vectors = self._vectors([e.text for e in unknown])
+        vectors = dict(zip((text_hash(e.text) for e in experiences), self.embedder.embed([e.text for e in experiences])))
         outcomes: list[AddOutcome] = []
-        new_rows: list[tuple[str, np.ndarray]] = []
+        rows: list[tuple[Experience, np.ndarray]] = []
+        for experience in experiences:
+            eid = experience.experience_id
+            if self._db.execute("SELECT 1 FROM experiences WHERE id = ?", (eid,)).fetchone() or any(e.experience_id == eid for e, _ in rows):
+                outcomes.append(AddOutcome(eid, stored=False, existing=eid, similarity=1.0))
+                continue
+            vector = vectors[text_hash(experience.text)]
+            duplicate = self._nearest(vector, rows)
+            if duplicate is not None and duplicate[1] >= NEAR_DUPLICATE_COSINE:
+                outcomes.append(AddOutcome(eid, stored=False, existing=duplicate[0], similarity=round(duplicate[1], 6)))
+                continue
+            rows.append((experience, vector))
+            outcomes.append(AddOutcome(eid, stored=True))
         now = int(time.time())
-        with self._transaction():
-            self._store_vectors(vectors)
-            for experience in experiences:
-                eid = experience.experience_id
-                if eid in index.position:
-                    outcomes.append(AddOutcome(eid, stored=False, existing=eid, similarity=1.0))
-                    continue
-                vector = vectors[text_hash(experience.text)]
-                duplicate = index.nearest(vector, extra=new_rows)
-                if duplicate is not None and duplicate[1] >= NEAR_DUPLICATE_COSINE:
-                    outcomes.append(AddOutcome(eid, stored=False, existing=duplicate[0], similarity=round(duplicate[1], 6)))
-                    continue
+        with self._changing_entries() as change:
+            self._store_vectors({text_hash(e.text): v for e, v in rows})
+            for experience, vector in rows:
+                codec, code, code_baseline = experience.codec, experience.code, bytes(baseline)
+                if not self.space.in_space(codec, code_baseline) and self.space.codec is not None:
+                    codec, code, code_baseline = "bitdelta-1", self.space.code_from_vector(vector), self.space.baseline
                 self._db.execute(
-                    "INSERT INTO experiences VALUES (?, 'local', 1, ?, ?, ?, ?, ?, ?, ?, ?, 0, '[]', NULL, ?)",
-                    (eid, experience.canonical_bytes(), experience.text, experience.domain, experience.confidence,
-                     experience.codec, bytes(baseline), experience.code, text_hash(experience.text), now),
-                )
-                index.append(eid, experience.domain, experience.confidence, (experience.codec, bytes(baseline)), experience.code, vector, 0, "local")
-                new_rows.append((eid, vector))
-                outcomes.append(AddOutcome(eid, stored=True))
+                    "INSERT INTO experiences (id, origin, accepted, canonical, text, domain, confidence, codec, baseline, code, text_hash, "
+                    "support, node_ids, reason, added_at) VALUES (?, 'local', 1, ?, ?, ?, ?, ?, ?, ?, ?, 0, '[]', NULL, ?)",
+                    (experience.experience_id, experience.canonical_bytes(), experience.text, experience.domain, experience.confidence,
+                     codec, code_baseline, code, text_hash(experience.text), now))
+                change.added.append(experience.experience_id)
         return outcomes
+
+    def _nearest(self, vector: np.ndarray, pending: Sequence[tuple[Experience, np.ndarray]]) -> tuple[str, float] | None:
+        """The most similar visible entry (or entry being added) by local float cosine. The index
+        proposes candidates by code; their texts' float embeddings (cached, or computed now for
+        the few that lack one) decide."""
+        best: tuple[str, float] | None = None
+        candidates = self.search("", k=10, rescore=0, query_vector=vector) if len(self) else []
+        if candidates:
+            texts = [c.experience.text for c in candidates]
+            floats = self._vectors(texts)
+            for hit in candidates:
+                score = float(floats[text_hash(hit.experience.text)] @ vector)
+                if best is None or score > best[1]:
+                    best = (hit.experience.experience_id, score)
+        for experience, other in pending:
+            score = float(other @ vector)
+            if best is None or score > best[1]:
+                best = (experience.experience_id, score)
+        return best
 
     # ------------------------------------------------------------------ network reports
 
     def add_reports(self, experiences: Sequence[Experience], baseline: bytes, source: Source, leaf_indices: Sequence[int] | None = None) -> int:
         """Store the verified reports of one batch (leaf i = experiences[i] unless `leaf_indices`
-        says otherwise) in one transaction; returns how many were new. Reports are not visible
-        until `aggregate` runs."""
+        says otherwise) in one transaction; returns how many were new. Nothing is embedded; the
+        reports become visible at the next `aggregate`."""
         indices = list(range(len(experiences))) if leaf_indices is None else list(leaf_indices)
         if len(indices) != len(experiences):
             raise LibraryError("leaf_indices must give one index per experience")
@@ -246,96 +295,107 @@ class Library:
         fresh = [(i, e) for i, e in zip(indices, experiences) if i not in known]
         if not fresh:
             return 0
-        vectors = self._vectors([e.text for _, e in fresh])
+        rows = []
+        for i, e in fresh:
+            votes = self.space.votes(e, baseline)
+            rows.append((root, i, int(source.position), e.experience_id, source.node_id, text_hash(e.text), e.text, e.domain, e.confidence,
+                         e.code if votes else None, e.canonical_bytes(), bytes(baseline)))
         with self._transaction():
-            self._store_vectors(vectors)
-            self._db.executemany(
-                "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(root, i, e.experience_id, source.node_id, e.canonical_bytes(), bytes(baseline), text_hash(e.text)) for i, e in fresh],
-            )
-            self._bump_reports_version()
+            self._db.executemany("INSERT INTO reports (batch_root, leaf_index, batch_position, experience_id, node_id, text_hash, text, domain, "
+                                 "confidence, code, canonical, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO dirty VALUES (?)", [(r[5],) for r in rows])
+            self._bump("reports_version")
         return len(fresh)
 
     def remove_batch(self, batch_root: bytes) -> int:
         """Forget every report of a revoked batch; returns how many were removed. Entries change
         at the next `aggregate`."""
-        return self._remove("DELETE FROM reports WHERE batch_root = ?", (bytes(batch_root),))
+        return self._remove("batch_root = ?", (bytes(batch_root),))
 
     def remove_report(self, batch_root: bytes, leaf_index: int) -> int:
         """Forget one report (an experience the DAO revoked by leaf challenge); returns 0 or 1."""
-        return self._remove("DELETE FROM reports WHERE batch_root = ? AND leaf_index = ?", (bytes(batch_root), int(leaf_index)))
+        return self._remove("batch_root = ? AND leaf_index = ?", (bytes(batch_root), int(leaf_index)))
 
-    def _remove(self, sql: str, args: tuple[Any, ...]) -> int:
+    def _remove(self, where: str, args: tuple[Any, ...]) -> int:
         with self._transaction():
-            removed = self._db.execute(sql, args).rowcount
+            self._db.execute(f"INSERT OR IGNORE INTO dirty SELECT text_hash FROM reports WHERE {where}", args)
+            removed = self._db.execute(f"DELETE FROM reports WHERE {where}", args).rowcount
             if removed:
-                self._bump_reports_version()
+                self._bump("reports_version")
         return removed
 
     def report_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
 
-    def aggregate(self, admitted_node_ids: Collection[int], policy: AcceptancePolicy | None = None, force: bool = False) -> AggregationSummary:
-        """Recompute the network entries from every stored report (see the module docstring).
-
-        Skipped (`unchanged=True`) when the reports, the admitted set and the policy are what the
-        last run saw, so calling it after every sync is cheap. One transaction: readers see the
-        old entries or the new ones.
-        """
+    def aggregate(self, admitted_node_ids: Collection[int], policy: AcceptancePolicy | None = None, force: bool = False,
+                  node_weights: Mapping[int, float] | None = None) -> AggregationSummary:
+        """Bring the network entries up to date with the stored reports, the admitted nodes and the
+        policy (see dso.workflows.aggregation: only what changed is recomputed; `force` rebuilds
+        everything). Skipped (`unchanged=True`) when nothing it depends on changed. One
+        transaction: readers see the old entries or the new ones."""
         policy = policy or AcceptancePolicy()
         admitted = sorted({int(n) for n in admitted_node_ids})
-        fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "admitted": admitted,
-                                  "policy": [policy.min_nodes, policy.support_fraction, policy.min_confidence]})
-        last = self._meta("aggregation")
-        if not force and last is not None and json.loads(last)["fingerprint"] == fingerprint:
-            return AggregationSummary(**json.loads(last)["summary"], unchanged=True)
-        space = CodeSpace.of(self.embedder.model_id, self.embedder.dim)
-        reports, published, capped = self._load_reports(space)
-        result = aggregate(reports, admitted, policy)
-        now = int(time.time())
-        rows = []
-        vector_of = {r.experience_id: r.vector for r in reports}
-        for cluster in result.clusters:
-            experience, published_baseline = published[cluster.experience_id]
-            codec, code, baseline = space.entry_code(cluster.code, experience, published_baseline, vector_of[cluster.experience_id])
-            rows.append((cluster.experience_id, int(cluster.accepted), experience.canonical_bytes(), cluster.text, cluster.domain,
-                         cluster.confidence, codec, baseline, code, text_hash(cluster.text), cluster.support,
-                         json.dumps(list(cluster.node_ids)), cluster.reason, now))
-        summary = AggregationSummary(len(result.accepted), len(result.clusters) - len(result.accepted), len(reports),
-                                     result.active_reporters, result.required_support, result.dropped_reports, capped, result.invalid_codes)
-        summary_json = {k: v for k, v in asdict(summary).items() if k != "unchanged"}
-        with self._transaction(invalidates=True):
-            self._db.execute("DELETE FROM experiences WHERE origin = 'network'")
-            self._db.executemany("INSERT OR IGNORE INTO experiences VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._db.execute(
-                "DELETE FROM vectors WHERE text_hash NOT IN (SELECT text_hash FROM reports) AND text_hash NOT IN (SELECT text_hash FROM experiences)"
-            )
-            self._set_meta("aggregation", json.dumps({"fingerprint": fingerprint, "summary": summary_json}))
+        fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "rebuild": rebuild_key(admitted, node_weights),
+                                  "policy": policy_key(policy)})
+        raw = self._meta("aggregation")
+        last = json.loads(raw) if raw else None
+        if not force and last is not None and last["fingerprint"] == fingerprint:
+            return AggregationSummary(**last["summary"], unchanged=True)
+        with self._changing_entries() as change:
+            summary, done = Aggregator(self._db, self.space, self.embedder.dim, admitted).run(policy, node_weights, None if force else last, int(time.time()))
+            change.removed_rows += done.removed_rows
+            change.added += done.added
+            self._set_meta("aggregation", json.dumps({"fingerprint": fingerprint, "summary": summary.to_json(), "rebuild": rebuild_key(admitted, node_weights),
+                                                      "policy": policy_key(policy), "active": summary.active_nodes}))
         return summary
 
-    def _load_reports(self, space: CodeSpace) -> tuple[list[Report], dict[str, tuple[Experience, bytes]], int]:
-        """Every stored report as a `dso.core.aggregate.Report` (capped per node, earliest first), the
-        published experience and baseline by id, and how many reports the cap left out. Codes
-        vote only if made in the library's code space."""
-        per_node: dict[int, int] = {}
-        reports: list[Report] = []
-        published: dict[str, tuple[Experience, bytes]] = {}
-        capped = 0
-        rows = self._db.execute(
-            "SELECT r.batch_root, r.node_id, r.canonical, r.baseline, v.vector FROM reports r "
-            "JOIN vectors v ON v.text_hash = r.text_hash ORDER BY r.rowid"
-        )
-        for batch_root, node_id, canonical, baseline, vector in rows:
-            if per_node.get(node_id, 0) >= MAX_REPORTS_PER_NODE:
-                capped += 1
-                continue
-            per_node[node_id] = per_node.get(node_id, 0) + 1
-            e = Experience.from_bytes(canonical)
-            votes = space.votes(e, baseline)
-            reports.append(Report(e.experience_id, node_id, e.text, e.domain, e.confidence,
-                                  np.frombuffer(vector, dtype=np.float16), bytes(batch_root), e.code if votes else None))
-            published.setdefault(e.experience_id, (e, bytes(baseline)))
-        return reports, published, capped
+    # ------------------------------------------------------------------ the indexer
+
+    def index_texts(self, limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> IndexProgress:
+        """Embed the texts of visible entries that have no local embedding yet, INDEX_CHUNK at a
+        time (each chunk committed on its own: stop at any point and the next run resumes), and
+        give them to the search index for rescoring. Entries whose published code this client
+        cannot search (another model, codec or baseline) get a code made from that embedding and
+        become searchable. `limit` caps the texts embedded in this call."""
+        started = time.monotonic()
+        embedded = 0
+        while limit is None or embedded < limit:
+            size = INDEX_CHUNK if limit is None else min(INDEX_CHUNK, limit - embedded)
+            rows = self._db.execute(
+                "SELECT DISTINCT e.text_hash, e.text FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
+                "WHERE e.accepted = 1 AND v.text_hash IS NULL LIMIT ?", (size,)).fetchall()
+            if not rows:
+                break
+            vectors = np.asarray(self.embedder.embed([r[1] for r in rows]), dtype=np.float32)
+            with self._changing_entries() as change:
+                self._store_vectors({bytes(h): v for (h, _), v in zip(rows, vectors)})
+                self._code_unsearchable({bytes(h): v for (h, _), v in zip(rows, vectors)}, change)
+                change.vectors.update({bytes(h): v for (h, _), v in zip(rows, vectors)})
+            embedded += len(rows)
+            if progress:
+                progress(embedded, embedded + self.unindexed())
+        return IndexProgress(embedded, self.unindexed(), round(time.monotonic() - started, 3))
+
+    def _code_unsearchable(self, vectors: dict[bytes, np.ndarray], change: "_EntryChange") -> None:
+        """Give entries whose code is not in this library's space a code made from their text's
+        local embedding (they leave and re-enter the index)."""
+        if self.space.codec is None:
+            return
+        for chunk in _chunks(list(vectors)):
+            rows = self._db.execute(f"SELECT id, text_hash, codec, baseline, index_row FROM experiences WHERE text_hash IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+            for entry_id, th, codec, baseline, index_row in rows:
+                if not self.space.in_space(codec, bytes(baseline)):
+                    self._db.execute("UPDATE experiences SET codec = 'bitdelta-1', baseline = ?, code = ? WHERE id = ?",
+                                     (self.space.baseline, self.space.code_from_vector(vectors[bytes(th)]), entry_id))
+                    if index_row is not None:
+                        change.removed_rows.append(index_row)
+                    change.added.append(entry_id)
+
+    def unindexed(self) -> int:
+        """Visible entries' texts with no local embedding yet."""
+        return self._db.execute("SELECT COUNT(DISTINCT e.text_hash) FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
+                                "WHERE e.accepted = 1 AND v.text_hash IS NULL").fetchone()[0]
 
     # ------------------------------------------------------------------ reading
 
@@ -360,6 +420,14 @@ class Library:
         )
         return [PendingEntry(*row) for row in rows]
 
+    def status(self) -> LibraryStatus:
+        """Entry, report and index counts, and the last aggregation's figures."""
+        entries, local = self._db.execute("SELECT COUNT(*), COALESCE(SUM(origin = 'local'), 0) FROM experiences WHERE accepted = 1").fetchone()
+        pending = self._db.execute("SELECT COUNT(*) FROM experiences WHERE accepted = 0").fetchone()[0]
+        raw = self._meta("aggregation")
+        return LibraryStatus(entries, local, pending, self.report_count(), self.unindexed(), self._search_index().rows,
+                             json.loads(raw)["summary"] if raw else None)
+
     def search(
         self,
         query: str,
@@ -369,8 +437,9 @@ class Library:
         rescore: int = DEFAULT_RESCORE,
         query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """Top-k entries for `query`: codes rank all matches of the filters, the best `rescore`
-        are re-ranked by local float embeddings (rescore=0 ranks by codes alone).
+        """Top-k entries for `query`: codes rank the entries that pass the filters (Hamming
+        prefilter, then the asymmetric cosine), the best `rescore` are re-ranked by local float
+        embeddings where the indexer has computed them (rescore=0 ranks by codes alone).
 
         `query_vector`, if given, is the query already in the library's space (another model's
         query mapped by `dso.core.align`, e.g. ``alignment.apply(model_b.embed([query]))[0]``); it is
@@ -385,37 +454,40 @@ class Library:
         if domain is not None:
             validate_domain(domain)
         if query_vector is not None:
-            given = np.asarray(query_vector)
-            if given.ndim != 1 or given.shape[0] != self.embedder.dim or given.dtype.kind not in "fiu":
-                raise LibraryError(
-                    f"query_vector must be one real vector of {self.embedder.dim} values in the library's space; got shape "
-                    f"{given.shape} of {given.dtype}: map another model's query with dso.core.align (Alignment.apply) first"
-                )
-            given = given.astype(np.float64)
-            norm = float(np.linalg.norm(given))  # NaN or inf if any value is
-            if not np.isfinite(norm) or norm == 0:
-                raise LibraryError("query_vector holds NaN/inf or is all zeros: it cannot be ranked by cosine similarity")
-            query_vector = (given / norm).astype(np.float32)
-        index = self._load_index()
-        mask = index.filter(domain, min_confidence)
-        if not mask.any():
+            query_vector = self._check_query_vector(query_vector)
+        index = self._search_index()
+        if not index.rows:
             return []
         if query_vector is None:
-            query_vector = self.embedder.embed([query])[0]
-        candidates = np.flatnonzero(mask)
-        code_scores = index.code_scores(query_vector, candidates, self._codec_for)
-        depth = max(k, rescore) if rescore else k
-        order = np.argsort(-code_scores, kind="stable")[:depth]
-        chosen = candidates[order]
-        scores = code_scores[order]
-        if rescore:
-            scores = index.vectors[chosen].astype(np.float32) @ query_vector
-            reorder = np.argsort(-scores, kind="stable")
-            chosen, scores = chosen[reorder], scores[reorder]
-        return [
-            Hit(self._experience_at(index, i), float(s), index.supports[i], index.domains[i], index.confidences[i], index.origins[i])
-            for i, s in zip(chosen[:k], scores[:k])
-        ]
+            query_vector = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+        candidates = index.search(query_vector, k, domain, min_confidence, rescore)
+        return self._hits(candidates)
+
+    def _check_query_vector(self, query_vector: np.ndarray) -> np.ndarray:
+        given = np.asarray(query_vector)
+        if given.ndim != 1 or given.shape[0] != self.embedder.dim or given.dtype.kind not in "fiu":
+            raise LibraryError(
+                f"query_vector must be one real vector of {self.embedder.dim} values in the library's space; got shape "
+                f"{given.shape} of {given.dtype}: map another model's query with dso.core.align (Alignment.apply) first"
+            )
+        given = given.astype(np.float64)
+        norm = float(np.linalg.norm(given))  # NaN or inf if any value is
+        if not np.isfinite(norm) or norm == 0:
+            raise LibraryError("query_vector holds NaN/inf or is all zeros: it cannot be ranked by cosine similarity")
+        return (given / norm).astype(np.float32)
+
+    def _hits(self, candidates: Sequence[Any]) -> list[Hit]:
+        if not candidates:
+            return []
+        ids = [c.entry_id for c in candidates]
+        rows = {r[0]: r[1:] for r in self._db.execute(
+            f"SELECT id, canonical, support, domain, confidence, origin FROM experiences WHERE id IN ({','.join('?' * len(ids))})", ids)}
+        hits = []
+        for c in candidates:
+            if c.entry_id in rows:  # an entry replaced since the index was read is skipped, not shown stale
+                canonical, support, domain, confidence, origin = rows[c.entry_id]
+                hits.append(Hit(Experience.from_bytes(canonical), c.score, support, domain, confidence, origin, c.by_code_only))
+        return hits
 
     def context_for(
         self, query: str, k: int = 5, domain: str | None = None, min_confidence: float = 0.0, query_vector: np.ndarray | None = None
@@ -440,29 +512,84 @@ class Library:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ the search index
+
+    def _search_index(self) -> SearchIndex:
+        """The index, opened once; followed when another process changed it; rebuilt from SQLite
+        when it does not reflect the committed entries (a crash between the two, or no index yet)."""
+        index = self._search_index_for_update()
+        if index is None:
+            raise LibraryError(f"no codec baseline is published for {self.embedder.model_id}: this library cannot be searched")
+        index.refresh()
+        generation = int(self._meta("entries_version", "0"))
+        if index.generation != generation or index.dead_fraction() > REBUILD_DEAD_FRACTION:
+            self._rebuild_index(index)
+        return index
+
+    def _rebuild_index(self, index: SearchIndex) -> None:
+        """Write every visible, searchable entry into a fresh index data directory. Locks in the
+        order every writer takes them: the library's SQLite write lock, then the index's; the
+        entries' row numbers commit before the manifest names the new data, so a reader that
+        follows the manifest never finds rows the entries do not point at."""
+        transaction = _Transaction(self)
+        transaction.__enter__()
+        try:
+            with index.writing():
+                generation = int(self._meta("entries_version", "0"))
+                if index.generation == generation and index.dead_fraction() <= REBUILD_DEAD_FRACTION:
+                    transaction.__exit__(None, None)
+                    return  # another process rebuilt it meanwhile
+                old = index.start_rebuild()
+                rows, ids = [], []
+                for row in self._db.execute(
+                        "SELECT e.id, e.text_hash, e.code, e.confidence, e.support, e.domain, e.origin, e.codec, e.baseline, v.vector "
+                        "FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash WHERE e.accepted = 1 ORDER BY e.rowid"):
+                    if self.space.in_space(row[7], bytes(row[8])):
+                        rows.append(_index_row(row))
+                        ids.append(row[0])
+                numbers = index.append(rows)
+                self._db.execute("UPDATE experiences SET index_row = NULL WHERE index_row IS NOT NULL")
+                self._db.executemany("UPDATE experiences SET index_row = ? WHERE id = ?", list(zip(numbers, ids)))
+                transaction.__exit__(None, None)
+                index.commit(generation)
+                index.drop_data(old)
+        except BaseException as exc:
+            if self._db.in_transaction:
+                transaction.__exit__(type(exc), exc)
+            index.discard()
+            raise
+
+    def _search_index_for_update(self) -> SearchIndex | None:
+        """The index to keep in step with a change (None when this library cannot search codes)."""
+        if self.space.codec is None:
+            return None
+        if self._index is None:
+            self._index = open_index(self.index_path, self.space.codec)
+        return self._index
+
+    def _changing_entries(self) -> "_EntryChange":
+        return _EntryChange(self)
+
     # ------------------------------------------------------------------ internals
 
-    def _transaction(self, invalidates: bool = False) -> "_Transaction":
-        return _Transaction(self, invalidates)
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self)
 
     def _vectors(self, texts: Sequence[str]) -> dict[bytes, np.ndarray]:
-        """Local float embeddings by text hash: cached ones read back, the rest embedded now."""
+        """Local float embeddings by text hash: cached ones read back, the rest embedded now (and
+        not stored: the indexer owns the cache)."""
         wanted = {text_hash(t): t for t in texts}
         found: dict[bytes, np.ndarray] = {}
-        keys = list(wanted)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, blob in self._db.execute(f"SELECT text_hash, vector FROM vectors WHERE text_hash IN ({marks})", chunk):
+        for chunk in _chunks(list(wanted)):
+            for key, blob in self._db.execute(f"SELECT text_hash, vector FROM vectors WHERE text_hash IN ({','.join('?' * len(chunk))})", chunk):
                 found[bytes(key)] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
-        missing = [k for k in keys if k not in found]
+        missing = [k for k in wanted if k not in found]
         if missing:
-            embedded = np.asarray(self.embedder.embed([wanted[k] for k in missing]), dtype=np.float32)
-            found.update(zip(missing, embedded))
+            found.update(zip(missing, np.asarray(self.embedder.embed([wanted[k] for k in missing]), dtype=np.float32)))
         return found
 
     def _store_vectors(self, vectors: dict[bytes, np.ndarray]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", [(k, v.astype(np.float16).tobytes()) for k, v in vectors.items()])
+        self._db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", [(k, np.asarray(v).astype(np.float16).tobytes()) for k, v in vectors.items()])
 
     def _meta(self, key: str, default: str | None = None) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -471,31 +598,28 @@ class Library:
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def _bump_reports_version(self) -> None:
-        self._set_meta("reports_version", str(int(self._meta("reports_version", "0")) + 1))
+    def _bump(self, key: str) -> int:
+        value = int(self._meta(key, "0")) + 1
+        self._set_meta(key, str(value))
+        return value
 
-    def _experience_at(self, index: "SearchIndex", i: int) -> Experience:
-        row = self._db.execute("SELECT canonical FROM experiences WHERE id = ?", (index.ids[i],)).fetchone()
-        return Experience.from_bytes(row[0])
 
-    def _load_index(self) -> "SearchIndex":
-        if self._index is None:
-            rows = self._db.execute(
-                "SELECT e.id, e.domain, e.confidence, e.codec, e.baseline, e.code, v.vector, e.support, e.origin "
-                "FROM experiences e JOIN vectors v ON v.text_hash = e.text_hash WHERE e.accepted = 1 ORDER BY e.rowid"
-            ).fetchall()
-            self._index = SearchIndex.from_rows(rows, self.embedder.dim)
-        return self._index
+def _index_row(row: tuple) -> IndexRow:
+    entry_id, th, code, confidence, support, domain, origin, _, _, vector = row
+    return IndexRow(entry_id, bytes(th), bytes(code), float(confidence), int(support), domain, origin == "local",
+                    None if vector is None else np.frombuffer(vector, dtype=np.float16))
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK and drop the in-memory index (it may hold
-    rows the database no longer has). `invalidates` drops it after a commit too, for changes to
-    the visible entries that the index does not track itself."""
+    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK. A SQLite failure becomes LibraryError
+    (nothing was changed)."""
 
-    def __init__(self, library: Library, invalidates: bool) -> None:
+    def __init__(self, library: Library) -> None:
         self.library = library
-        self.invalidates = invalidates
 
     def __enter__(self) -> None:
         self.library._db.execute("BEGIN IMMEDIATE")
@@ -505,18 +629,92 @@ class _Transaction:
         if kind is None:
             try:
                 library._db.execute("COMMIT")
+                return
             except sqlite3.Error as exc:
                 kind, error = type(exc), exc
+        try:
+            library._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled the transaction back (e.g. on SQLITE_FULL)
+        if isinstance(error, sqlite3.Error):
+            raise LibraryError(f"could not write the library {library.path} ({error}); nothing was changed") from error
+
+
+class _EntryChange:
+    """A transaction that changes visible entries, then the search index to match.
+
+    Inside: the caller records entry ids added and index rows retired (`added`, `removed_rows`) and
+    text vectors computed (`vectors`). The new rows are appended to the index files (not yet
+    counted) and their numbers stored with the entries; the entries version is bumped; SQLite
+    commits. Then the retired rows are marked dead, vectors written, and the index manifest moves
+    to the new generation. A crash before that last step leaves the generation behind, and the
+    next search rebuilds the index from SQLite.
+    """
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self.added: list[str] = []
+        self.removed_rows: list[int] = []
+        self.vectors: dict[bytes, np.ndarray] = {}
+        self._transaction = _Transaction(library)
+
+    def __enter__(self) -> "_EntryChange":
+        self._transaction.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, *rest: object) -> None:
+        library = self.library
         if kind is not None:
-            library._index = None
+            self._transaction.__exit__(kind, error, *rest)
+            return
+        index = library._search_index_for_update()
+        if index is None:  # no usable index yet: the next search builds it from the committed entries
+            library._bump("entries_version")
+            self._transaction.__exit__(None, None)
+            return
+        with index.writing():
+            stale = index.generation != int(library._meta("entries_version", "0"))
             try:
-                library._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled the transaction back (e.g. on SQLITE_FULL)
-            if isinstance(error, sqlite3.Error):
-                raise LibraryError(f"could not write the library {library.path} ({error}); nothing was changed") from error
-        elif self.invalidates:
-            library._index = None
+                if not stale:
+                    self._append(index)
+                generation = library._bump("entries_version")
+                self._transaction.__exit__(None, None)
+            except BaseException as exc:
+                index.discard()
+                self._transaction.__exit__(type(exc), exc)
+                raise
+            if stale:
+                return  # the index was already behind: the next search rebuilds it
+            index.retire(self.removed_rows)
+            self._write_vectors(index)
+            index.commit(generation)
+
+    def _append(self, index: SearchIndex) -> list[int]:
+        db = self.library._db
+        rows, ids = [], []
+        for chunk in _chunks(self.added):
+            for row in db.execute(
+                    "SELECT e.id, e.text_hash, e.code, e.confidence, e.support, e.domain, e.origin, e.codec, e.baseline, v.vector "
+                    f"FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash WHERE e.accepted = 1 AND e.id IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                if self.library.space.in_space(row[7], bytes(row[8])):
+                    rows.append(_index_row(row))
+                    ids.append(row[0])
+        numbers = index.append(rows)
+        db.executemany("UPDATE experiences SET index_row = ? WHERE id = ?", list(zip(numbers, ids)))
+        return numbers
+
+    def _write_vectors(self, index: SearchIndex) -> None:
+        """Vectors the indexer computed, written into every row of an entry with one of those texts."""
+        rows: list[int] = []
+        vectors: list[np.ndarray] = []
+        for chunk in _chunks(list(self.vectors)):
+            for row, th in self.library._db.execute(
+                    f"SELECT index_row, text_hash FROM experiences WHERE index_row IS NOT NULL AND text_hash IN ({','.join('?' * len(chunk))})", chunk):
+                rows.append(row)
+                vectors.append(self.vectors[bytes(th)])
+        if rows:
+            index.set_vectors(rows, np.stack(vectors))
 
 
 def export_json(hits: Sequence[Hit]) -> str:
@@ -528,5 +726,5 @@ def export_json(hits: Sequence[Hit]) -> str:
         published = hit.experience.to_json()
         out.append({**published, "published_domain": published["domain"], "published_confidence": published["confidence"],
                     "domain": hit.domain, "confidence": round(hit.confidence, 6), "score": round(hit.score, 6),
-                    "support": hit.support, "origin": hit.origin})
+                    "support": hit.support, "origin": hit.origin, "ranked_by_code_only": hit.by_code_only})
     return json.dumps(out, indent=2)

@@ -228,7 +228,7 @@ def sync(
                 continue
             revoked_here = set(state.revoked_leaves.get(root, ()))
             kept = [(i, e) for i, e in enumerate(document.experiences) if i not in revoked_here]
-            source = Source(bytes.fromhex(root), record.node_id, document.header.node)
+            source = Source(bytes.fromhex(root), record.node_id, document.header.node, record.position)
             added += library.add_reports([e for _, e in kept], document.header.baseline, source, [i for i, _ in kept])
             record.loaded = True
             loaded.append(root)

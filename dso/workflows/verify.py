@@ -29,12 +29,16 @@ class Commitment:
     count: int
     schema: str  # hex
     node_id: int
+    # Where the event stands on the chain (block << 24 | log index): the order in which one node's
+    # reports count against the per-node cap, the same for every client.
+    position: int = 0
 
     @classmethod
     def from_event(cls, event: RegistryEvent) -> "Commitment":
         """The commitment a `BatchSubmitted` event announces."""
         args = event.args
-        return cls(committed_cid_text(args["cid"]), int(args["count"]), bytes(args["schema"]).hex(), int(args["nodeId"]))
+        return cls(committed_cid_text(args["cid"]), int(args["count"]), bytes(args["schema"]).hex(), int(args["nodeId"]),
+                   (event.block_number << 24) | event.log_index)
 
 
 def committed_cid_text(raw: bytes) -> str:

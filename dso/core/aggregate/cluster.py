@@ -28,7 +28,7 @@ k^2. Bound what one node may contribute to a window before aggregating.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -63,17 +63,30 @@ def cluster_reports(reports: Iterable[Report], similarity: float = NEAR_DUPLICAT
     units = _unit_rows(np.stack([_group_vector(group) for group in groups]))
     neighbours = _neighbours(units, similarity)
     nodes = [frozenset(r.node_id for r in group) for group in groups]
-    reach = [len(nodes[i].union(*(nodes[j] for j in neighbours[i]))) for i in range(len(groups))]
-    # Groups are already in text-hash order, so the index is the last tie-break.
-    order = sorted(range(len(groups)), key=lambda i: (-reach[i], -len(nodes[i]), i))
-    assigned = np.zeros(len(groups), dtype=bool)
+    return [tuple(sorted((r for i in members for r in groups[i]), key=report_sort_key)) for members in leader_clusters(nodes, neighbours)]
+
+
+def leader_clusters(nodes: Sequence[frozenset[int]], neighbours: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Partition groups 0..n-1 (numbered in text-hash order) into clusters, given each group's
+    reporting nodes and its neighbours (a symmetric relation): leaders are taken by neighbourhood
+    support, then own support, then number, and each captures its still unassigned neighbours.
+    Returns each cluster's group numbers, leader first, clusters in the order their leaders were
+    taken.
+
+    A cluster never spans two connected components of the neighbour relation, and the order of
+    groups within one component does not depend on any other: running this on each component
+    alone (groups renumbered in the same relative order) gives the same clusters. That is what
+    lets a library re-cluster only the components new reports touch (dso.workflows.library)."""
+    reach = [len(nodes[i].union(*(nodes[j] for j in neighbours[i]))) for i in range(len(nodes))]
+    order = sorted(range(len(nodes)), key=lambda i: (-reach[i], -len(nodes[i]), i))
+    assigned = np.zeros(len(nodes), dtype=bool)
     clusters = []
     for leader in order:
         if assigned[leader]:
             continue
         members = [leader] + [j for j in neighbours[leader] if not assigned[j]]
         assigned[members] = True
-        clusters.append(tuple(sorted((r for i in members for r in groups[i]), key=report_sort_key)))
+        clusters.append(members)
     return clusters
 
 

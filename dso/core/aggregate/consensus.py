@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
+from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports, report_sort_key
 from dso.core.aggregate.geometric_median import geometric_median
 from dso.core.aggregate.krum import krum, multi_krum
 from dso.core.aggregate.majority import bitdelta_consensus
@@ -99,6 +99,8 @@ def aggregate(
     node_weights: Mapping[int, float] | None = None,
     byzantine_fraction: float = DEFAULT_BYZANTINE_FRACTION,
     similarity: float = NEAR_DUPLICATE_COSINE,
+    clusters: Iterable[tuple[Report, ...]] | None = None,
+    active_reporters: int | None = None,
 ) -> Aggregation:
     """Cluster `reports`, compute each cluster's robust statistics and decide its acceptance.
 
@@ -128,6 +130,11 @@ def aggregate(
     `byzantine_fraction` sets f = ceil(fraction * voices) for the trimmed mean and (Multi-)Krum.
     At the default 0.25, Krum needs n > 2f + 2, i.e. at least 7 voices, and the trimmed mean 3.
 
+    A caller that clusters by itself (a library re-aggregating only what changed,
+    dso.workflows.aggregation) passes `clusters` (which replace step 2; `reports` must then be
+    their reports) and `active_reporters`, the count of admitted nodes that reported anything in
+    the whole window, which the acceptance bar is relative to.
+
     Raises AggregationError for malformed input or settings.
     """
     if not isinstance(policy, AcceptancePolicy):
@@ -140,13 +147,20 @@ def aggregate(
     reporters = sorted({r.node_id for r in kept})
     weights = _check_node_weights(node_weights, reporters)
     combine = _vector_aggregator(vector_aggregator, byzantine_fraction, weights)
-    kept, invalid_codes = _without_invalid_codes(kept)
-    active = len(reporters)
-    clusters = []
-    for cluster in cluster_reports(kept, similarity):
-        clusters.append(_cluster_result(cluster, weights, combine, policy, active))
-    clusters.sort(key=lambda c: (not c.accepted, -c.support, c.experience_id))
-    return Aggregation(tuple(clusters), active, policy.required_support(active), len(reports) - len(kept), invalid_codes)
+    active = len(reporters) if active_reporters is None else active_reporters
+    if clusters is None:
+        kept, invalid_codes = _without_invalid_codes(kept)
+        grouped = cluster_reports(kept, similarity)
+    else:
+        grouped, invalid_codes = [], 0
+        for cluster in clusters:
+            members, bad = _without_invalid_codes([r for r in cluster if r.node_id in admitted])
+            invalid_codes += bad
+            if members:
+                grouped.append(tuple(sorted(members, key=report_sort_key)))
+    results = [_cluster_result(cluster, weights, combine, policy, active) for cluster in grouped]
+    results.sort(key=lambda c: (not c.accepted, -c.support, c.experience_id))
+    return Aggregation(tuple(results), active, policy.required_support(active), len(reports) - len(kept), invalid_codes)
 
 
 def _cluster_result(

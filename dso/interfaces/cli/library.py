@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ from rich.text import Text
 
 from dso.core.experience import display_text
 from dso.edges.config import load_config
-from dso.edges.embed import QUERY_MODEL_LOADERS
+from dso.edges.embed import QUERY_MODEL_LOADERS, LazyEmbedder, thread_count
 from dso.errors import DsoError
 from dso.interfaces.cli.options import console, library_path, open_registry, open_store, plain_text, text_cell
 
@@ -28,23 +29,28 @@ EXIT_UNAVAILABLE = 4
 @click.option("--min-nodes", default=3, show_default=True, help="Distinct admitted nodes an experience needs (at least 2).")
 @click.option("--support-fraction", default=0.05, show_default=True, help="...or this share of the nodes that reported anything, if more.")
 @click.option("--min-confidence", default=0.5, show_default=True, help="Median confidence over the node voices an experience needs.")
-def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float) -> None:
+@click.option("--index/--no-index", "run_indexer", default=True, show_default=True,
+              help="After verifying, embed the new entries' texts for rescoring (interruptible; `dso index` resumes).")
+def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float, run_indexer: bool) -> None:
     """Load every accepted, verified batch, drop revoked ones, and aggregate the reports of
-    admitted nodes into the local library (robust statistics, one voice per node)."""
+    admitted nodes into the local library (robust statistics, one voice per node). Nothing waits
+    for the embedding model until the library is complete; then the new entries' texts are
+    embedded for rescoring (searchable by their codes meanwhile)."""
     from rich.progress import Progress
 
     from dso.core.aggregate import AcceptancePolicy
-    from dso.edges.embed import load_embedder
     from dso.workflows.library import Library
     from dso.workflows.sync import sync
 
     config = load_config()
     registry = open_registry()
     policy = AcceptancePolicy(min_nodes, support_fraction, min_confidence)
-    with Library(library_path(), load_embedder("minilm")) as library, Progress(console=console, transient=True) as bar:
-        task = bar.add_task("fetching and verifying batches", total=None)
-        report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
-                      progress=lambda root, done, total: bar.update(task, completed=done, total=total), policy=policy)
+    with Library(library_path(), LazyEmbedder("minilm")) as library:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("fetching and verifying batches", total=None)
+            report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
+                          progress=lambda root, done, total: bar.update(task, completed=done, total=total), policy=policy)
+        indexed = run_index(library) if run_indexer and library.unindexed() else None
     a = report.aggregation
     blocks = (f"blocks {report.from_block}-{report.to_block}" if report.to_block >= report.from_block
               else f"no new blocks since the last sync (checkpoint at block {report.from_block})")
@@ -69,12 +75,49 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
         console.print(f"[red]refused[/red] {root[:16]}: {plain_text(reason)}")
     for root, reason in report.unavailable.items():
         console.print(f"[yellow]not yet available[/yellow] {root[:16]}: {plain_text(reason)} (retried on the next sync)")
+    if indexed is not None:
+        console.print(f"index: embedded {indexed.embedded} text(s) for rescoring ({indexed.texts_per_second} texts/s), "
+                      f"{indexed.remaining} left (searchable by their codes; `dso index` continues)")
     if report.invalid:
         console.print(f"{len(report.invalid)} batch(es) refused: exit status {EXIT_REFUSED}")
         raise click.exceptions.Exit(EXIT_REFUSED)
     if report.unavailable:
         console.print(f"{len(report.unavailable)} batch(es) not yet available: exit status {EXIT_UNAVAILABLE}")
         raise click.exceptions.Exit(EXIT_UNAVAILABLE)
+
+
+def run_index(library, limit: int | None = None):
+    """Run the indexer with a progress bar; Ctrl-C stops it between chunks, losing nothing."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dso.workflows.library import IndexProgress
+
+    total = library.unindexed() if limit is None else min(limit, library.unindexed())
+    columns = (TextColumn("embedding texts for rescoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("index", total=total)
+        try:
+            return library.index_texts(limit, lambda done, _: bar.update(task, completed=done))
+        except KeyboardInterrupt:
+            remaining = library.unindexed()
+            return IndexProgress(max(total - remaining, 0), remaining, round(time.monotonic() - started, 3))
+
+
+@click.command("index")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Embed at most this many texts now.")
+def index_command(limit: int | None) -> None:
+    """Embed the library's texts that have no local embedding yet (what rescoring uses), resuming
+    where the last run stopped; entries are searchable by their codes meanwhile."""
+    from dso.workflows.library import Library
+
+    path = library_path()
+    if not path.exists():
+        raise DsoError(f"no library at {path}: sync one first (`dso sync`)")
+    with Library(path, LazyEmbedder("minilm")) as library:
+        done = run_index(library, limit)
+    console.print(f"embedded {done.embedded} text(s) in {done.seconds} s ({done.texts_per_second} texts/s, "
+                  f"{thread_count()} thread(s), DSO_THREADS); {done.remaining} left")
 
 
 @click.command()
@@ -119,6 +162,7 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
     if fmt == "json":
         click.echo(export_json(hits))
         return
+    coded_only = sum(h.by_code_only for h in hits)
     via = f" ({query_model}, alignment {alignment.alignment_id[:12]})" if query_model and alignment else ""
     table = Table(title=Text(f"top {k} for: {display_text(text)}{via}"))
     for column in ("score", "domain", "confidence", "nodes", "experience"):
@@ -127,3 +171,5 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
         nodes = str(hit.support) if hit.origin == "network" else "local"
         table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, text_cell(hit.experience.text))
     console.print(table)
+    if coded_only:
+        console.print(f"{coded_only} of {len(hits)} ranked by their 1-bit codes only: their texts are not embedded yet (`dso index`)")

@@ -10,7 +10,7 @@ from rich.table import Table
 from dso.edges.chain import Registry, connect
 from dso.edges.config import NetworkConfig, dso_home, load_config, save_config
 from dso.edges.wallet import load_keystore, password_from_env_or_prompt
-from dso.interfaces.cli.options import console
+from dso.interfaces.cli.options import console, library_path
 
 
 @click.command()
@@ -48,4 +48,15 @@ def status() -> None:
     for info in registry.all_batches():
         counts[info.tally.status.name.lower()] = counts.get(info.tally.status.name.lower(), 0) + 1
     table.add_row("batches", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
+    if library_path().exists():
+        from dso.edges.embed import LazyEmbedder
+        from dso.workflows.library import Library
+
+        with Library(library_path(), LazyEmbedder("minilm")) as library:
+            lib = library.status()
+        last = lib.last_aggregation or {}
+        table.add_row("library", f"{lib.entries:,} entries ({lib.local:,} local), {lib.pending:,} awaiting support, {lib.reports:,} reports")
+        table.add_row("left out", f"{last.get('dropped_reports', 0):,} reports from nodes not admitted, "
+                                  f"{last.get('capped_reports', 0):,} over the per-node cap")
+        table.add_row("index", f"{lib.index_rows:,} rows; {lib.unindexed:,} texts not embedded yet (`dso index`)")
     console.print(table)

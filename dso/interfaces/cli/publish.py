@@ -50,10 +50,10 @@ def print_flush_result(result) -> None:
 def submit(file: Path, wallet_name: str, password_env: str | None) -> None:
     """Validate, embed, batch, pin and commit the experiences in FILE (JSONL: text, domain,
     confidence, optional metadata) from a node wallet. Nothing is lost if a service is down."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
     from dso.edges.embed import load_embedder
     from dso.workflows.publish import Outbox, publish, read_insights
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     insights = read_insights(file)  # a malformed file fails at once, before the model loads
     node = unlock_wallet(wallet_name, password_env)
