@@ -43,7 +43,6 @@ from dso.workflows.codespace import CodeSpace
 # count. Clustering is no longer quadratic, but a node could still flood millions of
 # near-duplicates into every client; nothing is left out silently (`capped_reports`).
 MAX_REPORTS_PER_NODE = 100_000
-CLUSTERS_PER_CALL = 2_000  # clusters handed to the statistics at once (bounds memory at a million reports)
 SQL_CHUNK = 500  # values per IN (...) list
 
 
@@ -96,6 +95,7 @@ class Aggregator:
         self.dim = dim
         self.admitted = sorted(set(admitted))
         self.admitted_set = set(self.admitted)
+        self._placeholder = np.eye(1, dim, 0, dtype=np.float32)[0]
 
     def run(self, policy: AcceptancePolicy, weights: Mapping[int, float] | None, last: dict | None, now: int) -> tuple[AggregationSummary, Change]:
         """Bring the network entries up to date (see the module docstring)."""
@@ -222,47 +222,60 @@ class Aggregator:
             self.db.execute("DELETE FROM experiences WHERE origin = 'network' AND component = ?", (component,))
         added: list[str] = []
         invalid = 0
-        waiting: list[tuple[int, tuple[Report, ...]]] = []
-        for component, members in components:
-            waiting += [(component, cluster) for cluster in self._clusters(members, self._counted(members, excluded))]
-            if len(waiting) >= CLUSTERS_PER_CALL:
-                ids, bad = self._write(waiting, policy, weights, active, now)
-                added, invalid, waiting = added + ids, invalid + bad, []
-        if waiting:
-            ids, bad = self._write(waiting, policy, weights, active, now)
-            added, invalid = added + ids, invalid + bad
+        for batch in _component_batches(components):
+            members = [h for _, group_hashes in batch for h in group_hashes]
+            counted = self._counted(members, excluded)
+            codes = self._group_codes(members)
+            vectors = self._decoded({r[2] for rows in counted.values() for r in rows} | set(codes.values()))
+            clusters = [(component, cluster) for component, group_hashes in batch
+                        for cluster in self._clusters(group_hashes, counted, codes, vectors)]
+            if clusters:
+                ids, bad = self._write(clusters, policy, weights, active, now)
+                added, invalid = added + ids, invalid + bad
         return Change(removed, added), invalid
 
-    def _clusters(self, members: list[bytes], counted: dict[bytes, list[tuple]]) -> list[tuple[Report, ...]]:
+    def _group_codes(self, hashes: Sequence[bytes]) -> dict[bytes, bytes | None]:
+        codes: dict[bytes, bytes | None] = {}
+        for chunk in _chunks(hashes):
+            codes.update((bytes(h), None if c is None else bytes(c)) for h, c in self.db.execute(
+                f"SELECT text_hash, code FROM groups WHERE text_hash IN ({','.join('?' * len(chunk))})", chunk))
+        return codes
+
+    def _decoded(self, codes: set[bytes | None]) -> dict[bytes, np.ndarray]:
+        """Decoded vectors of codes, in one vectorised call."""
+        known = sorted(bytes(c) for c in codes if c is not None)
+        if not known or self.space.codec is None:
+            return {}
+        decoded = self.space.codec.decode(np.frombuffer(b"".join(known), dtype=np.uint8).reshape(len(known), -1))
+        return dict(zip(known, decoded))
+
+    def _clusters(self, members: list[bytes], counted: dict[bytes, list[tuple]], codes: dict[bytes, bytes | None],
+                  vectors: dict[bytes, np.ndarray]) -> list[tuple[Report, ...]]:
         """Leader clustering of one component; each cluster as Report records."""
         position = {h: n for n, h in enumerate(members)}
         neighbours: list[list[int]] = [[] for _ in members]
-        codes: dict[bytes, bytes | None] = {}
-        for chunk in _chunks(members):
-            marks = ",".join("?" * len(chunk))
-            for a, b in self.db.execute(f"SELECT a, b FROM edges WHERE a IN ({marks})", chunk):
-                i, j = position[bytes(a)], position[bytes(b)]
-                neighbours[i].append(j)
-                neighbours[j].append(i)
-            codes.update((bytes(h), None if c is None else bytes(c)) for h, c in self.db.execute(
-                f"SELECT text_hash, code FROM groups WHERE text_hash IN ({marks})", chunk))
+        if len(members) > 1:
+            for chunk in _chunks(members):
+                for a, b in self.db.execute(f"SELECT a, b FROM edges WHERE a IN ({','.join('?' * len(chunk))})", chunk):
+                    i, j = position[bytes(a)], position[bytes(b)]
+                    neighbours[i].append(j)
+                    neighbours[j].append(i)
         nodes = [frozenset(row[1] for row in counted.get(h, ())) for h in members]
         clusters = []
         for numbers in leader_clusters(nodes, [sorted(n) for n in neighbours]):
-            reports = tuple(self._report(row, codes.get(members[g])) for g in numbers for row in counted.get(members[g], ()))
+            reports = tuple(self._report(row, codes.get(members[g]), vectors) for g in numbers for row in counted.get(members[g], ()))
             if reports:
                 clusters.append(reports)
         return clusters
 
-    def _report(self, row: tuple, group_code: bytes | None) -> Report:
+    def _report(self, row: tuple, group_code: bytes | None, vectors: dict[bytes, np.ndarray]) -> Report:
         """A counted report as the statistics take it: its vector is its decoded code (its own if
         it votes, else its group's), so nothing needs the embedding model."""
         _, node_id, code, experience_id, text, domain, confidence, batch_root, _, _ = row
         readable = code if code is not None else group_code
-        if readable is not None and self.space.codec is not None:
-            vector = self.space.codec.decode(np.frombuffer(bytes(readable), dtype=np.uint8)[None, :])[0]
-        else:  # no code this client can read in the whole group: a singleton of identical texts
-            vector = np.eye(1, self.dim, 0, dtype=np.float32)[0]
+        # No code this client can read in the whole group: a singleton of identical texts, whose
+        # vector only orders those identical texts.
+        vector = vectors[bytes(readable)] if readable is not None and bytes(readable) in vectors else self._placeholder
         return Report(experience_id, node_id, text, domain, confidence, vector, bytes(batch_root), None if code is None else bytes(code))
 
     def _write(self, clusters: list[tuple[int, tuple[Report, ...]]], policy: AcceptancePolicy, weights: Mapping[int, float] | None,
@@ -320,6 +333,19 @@ def _statistics_reason(reason: str | None, policy_reason: str | None) -> str | N
     own = set((policy_reason or "").split("; "))
     rest = [part for part in reason.split("; ") if part not in own]
     return "; ".join(rest) or None
+
+
+def _component_batches(components: list[tuple[int, list[bytes]]], groups: int = 20_000) -> list[list[tuple[int, list[bytes]]]]:
+    """Components in batches of about `groups` groups: one SQL pass and one decode per batch."""
+    batches: list[list[tuple[int, list[bytes]]]] = [[]]
+    size = 0
+    for component in components:
+        if batches[-1] and size + len(component[1]) > groups:
+            batches.append([])
+            size = 0
+        batches[-1].append(component)
+        size += len(component[1])
+    return [b for b in batches if b]
 
 
 def _chunks(values: Sequence[bytes]) -> list[Sequence[bytes]]:
