@@ -23,6 +23,7 @@ BENCHMARKS = {
     "store": "dso.bench.store",
     "crossmodel": "dso.bench.crossmodel",
     "byzantine": "dso.bench.byzantine",
+    "scale": "dso.bench.scale",
 }
 
 

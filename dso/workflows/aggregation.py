@@ -60,6 +60,7 @@ class AggregationSummary:
     dropped_reports: int  # from nodes that are not admitted
     capped_reports: int  # beyond MAX_REPORTS_PER_NODE for their node
     invalid_codes: int  # codes the statistics left out of the vote in this run
+    forged_reports: int = 0  # left out: their code is not their text's (found by the indexer)
     unchanged: bool = False
     recomputed_components: int = 0
     full: bool = False
@@ -121,8 +122,9 @@ class Aggregator:
         reports = self.db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
         marks = ",".join("?" * len(self.admitted))
         dropped = self.db.execute(f"SELECT COUNT(*) FROM reports WHERE node_id NOT IN ({marks})", self.admitted).fetchone()[0] if self.admitted else reports
+        forged = self.db.execute("SELECT COUNT(*) FROM reports WHERE forged = 1").fetchone()[0]
         summary = AggregationSummary(accepted, total - accepted, reports, active, policy.required_support(active), dropped, len(excluded),
-                                     invalid, recomputed_components=len(components), full=full)
+                                     invalid, forged, recomputed_components=len(components), full=full)
         return summary, change
 
     # ------------------------------------------------------------------ which reports count
@@ -143,7 +145,7 @@ class Aggregator:
         for chunk in _chunks(hashes):
             for row in self.db.execute(
                     "SELECT text_hash, id, node_id, code, experience_id, text, domain, confidence, batch_root, batch_position, leaf_index "
-                    f"FROM reports WHERE text_hash IN ({','.join('?' * len(chunk))}) ORDER BY batch_position, leaf_index", chunk):
+                    f"FROM reports WHERE forged = 0 AND text_hash IN ({','.join('?' * len(chunk))}) ORDER BY batch_position, leaf_index", chunk):
                 if row[2] in self.admitted_set and row[1] not in excluded:
                     out[bytes(row[0])].append(row[1:])
         return out

@@ -279,16 +279,16 @@ class SearchIndex:
         order = np.argsort(-scores, kind="stable")[:depth]
         chosen, scores = candidates[order], scores[order]
         by_code = np.ones(len(chosen), dtype=bool)
-        if rescore:
-            flags = self._map("meta.f4")[chosen, 3].astype(np.int32)
-            has = flags & HAS_VECTOR != 0
-            if has.any():
-                vectors = self._map("vectors.f2")[chosen[has]].astype(np.float32)
-                scores = scores.astype(np.float32).copy()
-                scores[has] = vectors @ query
+        if rescore and len(chosen):
+            # Float rescoring only when every candidate has its float: code and float cosines are on
+            # different scales, and a ranking that mixes them is worse than codes alone (measured:
+            # recall 0.37 with a quarter of the vectors present, 0.67 by codes only).
+            has = self._map("meta.f4")[chosen, 3].astype(np.int32) & HAS_VECTOR != 0
+            if has.all():
+                scores = self._map("vectors.f2")[chosen].astype(np.float32) @ query
                 by_code = ~has
-            reorder = np.argsort(-scores, kind="stable")
-            chosen, scores, by_code = chosen[reorder], scores[reorder], by_code[reorder]
+                reorder = np.argsort(-scores, kind="stable")
+                chosen, scores, by_code = chosen[reorder], scores[reorder], by_code[reorder]
         return [Candidate(int(row), self.entry_id(int(row)), float(score), bool(code_only))
                 for row, score, code_only in zip(chosen[:k], scores[:k], by_code[:k])]
 

@@ -47,6 +47,10 @@ from dso.workflows.index import IndexRow, SearchIndex, open_index
 SCHEMA_VERSION = 3
 DEFAULT_RESCORE = 100
 INDEX_CHUNK = 256  # texts embedded per indexer step (one transaction each)
+# A report's sign bits further than this from the client's own coding of its text are not its
+# text's code. Honest codes of one text differ by 0 bits (same model) and at most 12 between the
+# float and int8 builds of MiniLM (measured); a code copied from another text differs by ~190.
+FORGED_HAMMING = 48
 REBUILD_DEAD_FRACTION = 0.25
 
 _SCHEMA = """
@@ -63,6 +67,7 @@ CREATE TABLE IF NOT EXISTS reports (
     domain TEXT NOT NULL,
     confidence REAL NOT NULL,
     code BLOB,
+    forged INTEGER NOT NULL DEFAULT 0,
     canonical BLOB NOT NULL,
     baseline BLOB NOT NULL,
     UNIQUE (batch_root, leaf_index)
@@ -160,6 +165,7 @@ class IndexProgress:
     embedded: int
     remaining: int
     seconds: float
+    forged: int = 0  # reports whose code was found not to be their text's
 
     @property
     def texts_per_second(self) -> float:
@@ -345,36 +351,81 @@ class Library:
             summary, done = Aggregator(self._db, self.space, self.embedder.dim, admitted).run(policy, node_weights, None if force else last, int(time.time()))
             change.removed_rows += done.removed_rows
             change.added += done.added
-            self._set_meta("aggregation", json.dumps({"fingerprint": fingerprint, "summary": summary.to_json(), "rebuild": rebuild_key(admitted, node_weights),
-                                                      "policy": policy_key(policy), "active": summary.active_nodes}))
+            self._set_meta("aggregation", json.dumps({
+                "fingerprint": fingerprint, "summary": summary.to_json(), "rebuild": rebuild_key(admitted, node_weights),
+                "policy": policy_key(policy), "active": summary.active_nodes, "admitted": admitted,
+                "weights": sorted((int(k), float(v)) for k, v in node_weights.items()) if node_weights else None}))
         return summary
 
     # ------------------------------------------------------------------ the indexer
 
     def index_texts(self, limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> IndexProgress:
-        """Embed the texts of visible entries that have no local embedding yet, INDEX_CHUNK at a
-        time (each chunk committed on its own: stop at any point and the next run resumes), and
-        give them to the search index for rescoring. Entries whose published code this client
-        cannot search (another model, codec or baseline) get a code made from that embedding and
-        become searchable. `limit` caps the texts embedded in this call."""
+        """Embed texts that have no local embedding yet, INDEX_CHUNK at a time (each chunk
+        committed on its own: stop at any point and the next run resumes). Visible entries' texts
+        come first: search rescores with them, and an entry whose published code this client cannot
+        search (another model, codec or baseline) gets a code made from its embedding. Then every
+        reported text, to check each report's code against the client's own coding of its text: a
+        node that publishes a text with a code that is not its own (to pull the text into another
+        lesson's cluster) has that report left out of aggregation, which then reruns with the last
+        parameters. `limit` caps the texts embedded in this call."""
         started = time.monotonic()
-        embedded = 0
+        embedded = forged = 0
         while limit is None or embedded < limit:
             size = INDEX_CHUNK if limit is None else min(INDEX_CHUNK, limit - embedded)
-            rows = self._db.execute(
-                "SELECT DISTINCT e.text_hash, e.text FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
-                "WHERE e.accepted = 1 AND v.text_hash IS NULL LIMIT ?", (size,)).fetchall()
+            rows = self._unembedded(size)
             if not rows:
                 break
-            vectors = np.asarray(self.embedder.embed([r[1] for r in rows]), dtype=np.float32)
+            vectors = dict(zip((bytes(h) for h, _ in rows), np.asarray(self.embedder.embed([r[1] for r in rows]), dtype=np.float32)))
             with self._changing_entries() as change:
-                self._store_vectors({bytes(h): v for (h, _), v in zip(rows, vectors)})
-                self._code_unsearchable({bytes(h): v for (h, _), v in zip(rows, vectors)}, change)
-                change.vectors.update({bytes(h): v for (h, _), v in zip(rows, vectors)})
+                self._store_vectors(vectors)
+                self._code_unsearchable(vectors, change)
+                forged += self._check_codes(vectors)
+                change.vectors.update(vectors)
             embedded += len(rows)
             if progress:
                 progress(embedded, embedded + self.unindexed())
-        return IndexProgress(embedded, self.unindexed(), round(time.monotonic() - started, 3))
+        if forged:
+            self._aggregate_again()
+        return IndexProgress(embedded, self.unindexed(), round(time.monotonic() - started, 3), forged)
+
+    def _unembedded(self, size: int) -> list[tuple[bytes, str]]:
+        """Up to `size` texts without an embedding: visible entries' first, then reported ones."""
+        rows = self._db.execute("SELECT DISTINCT e.text_hash, e.text FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
+                                "WHERE e.accepted = 1 AND v.text_hash IS NULL LIMIT ?", (size,)).fetchall()
+        if len(rows) < size and self.space.codec is not None:
+            rows += self._db.execute("SELECT r.text_hash, MIN(r.text) FROM reports r LEFT JOIN vectors v ON v.text_hash = r.text_hash "
+                                     "WHERE v.text_hash IS NULL AND r.code IS NOT NULL GROUP BY r.text_hash LIMIT ?", (size - len(rows),)).fetchall()
+        return list({bytes(h): (bytes(h), t) for h, t in rows}.values())
+
+    def _check_codes(self, vectors: dict[bytes, np.ndarray]) -> int:
+        """Flag reports whose code is not the client's coding of their text (sign bits further
+        apart than FORGED_HAMMING) and mark their groups for re-aggregation; return how many."""
+        if self.space.codec is None:
+            return 0
+        own = {h: self.space.code_from_vector(v) for h, v in vectors.items()}
+        body = self.space.codec.dim // 8
+        flagged = []
+        for chunk in _chunks(list(vectors)):
+            for report_id, th, code in self._db.execute(
+                    f"SELECT id, text_hash, code FROM reports WHERE code IS NOT NULL AND forged = 0 AND text_hash IN ({','.join('?' * len(chunk))})", chunk):
+                mine = np.frombuffer(own[bytes(th)][:body], dtype=np.uint8)
+                theirs = np.frombuffer(bytes(code)[:body], dtype=np.uint8)
+                if int(np.unpackbits(mine ^ theirs).sum()) > FORGED_HAMMING:
+                    flagged.append((report_id, bytes(th)))
+        self._db.executemany("UPDATE reports SET forged = 1 WHERE id = ?", [(r,) for r, _ in flagged])
+        self._db.executemany("INSERT OR IGNORE INTO dirty VALUES (?)", [(h,) for _, h in flagged])
+        if flagged:
+            self._bump("reports_version")
+        return len(flagged)
+
+    def _aggregate_again(self) -> None:
+        """Aggregate with the admitted set, policy and weights of the last run (reports changed)."""
+        raw = self._meta("aggregation")
+        if raw is None:
+            return
+        last = json.loads(raw)
+        weights = {int(k): float(v) for k, v in last["weights"]} if last.get("weights") else None
+        self.aggregate(last["admitted"], AcceptancePolicy(*last["policy"]), node_weights=weights)
 
     def _code_unsearchable(self, vectors: dict[bytes, np.ndarray], change: "_EntryChange") -> None:
         """Give entries whose code is not in this library's space a code made from their text's
@@ -393,9 +444,13 @@ class Library:
                     change.added.append(entry_id)
 
     def unindexed(self) -> int:
-        """Visible entries' texts with no local embedding yet."""
-        return self._db.execute("SELECT COUNT(DISTINCT e.text_hash) FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
-                                "WHERE e.accepted = 1 AND v.text_hash IS NULL").fetchone()[0]
+        """Texts with no local embedding yet: visible entries' and reported ones (with a code to check)."""
+        entries = self._db.execute("SELECT COUNT(DISTINCT e.text_hash) FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
+                                   "WHERE e.accepted = 1 AND v.text_hash IS NULL").fetchone()[0]
+        reported = self._db.execute("SELECT COUNT(DISTINCT r.text_hash) FROM reports r LEFT JOIN vectors v ON v.text_hash = r.text_hash "
+                                    "WHERE v.text_hash IS NULL AND r.code IS NOT NULL AND r.text_hash NOT IN "
+                                    "(SELECT text_hash FROM experiences WHERE accepted = 1)").fetchone()[0] if self.space.codec is not None else 0
+        return entries + reported
 
     # ------------------------------------------------------------------ reading
 

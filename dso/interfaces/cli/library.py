@@ -70,14 +70,16 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
         f"{a.reports} reports, {a.dropped_reports} from nodes not admitted"
         + (f", {a.capped_reports} over the per-node cap" if a.capped_reports else "")
         + (f", {a.invalid_codes} malformed codes left out of the vote" if a.invalid_codes else "")
+        + (f", {a.forged_reports} whose code is not their text's left out" if a.forged_reports else "")
     )
     for root, reason in report.invalid.items():
         console.print(f"[red]refused[/red] {root[:16]}: {plain_text(reason)}")
     for root, reason in report.unavailable.items():
         console.print(f"[yellow]not yet available[/yellow] {root[:16]}: {plain_text(reason)} (retried on the next sync)")
     if indexed is not None:
-        console.print(f"index: embedded {indexed.embedded} text(s) for rescoring ({indexed.texts_per_second} texts/s), "
-                      f"{indexed.remaining} left (searchable by their codes; `dso index` continues)")
+        console.print(f"index: embedded {indexed.embedded} text(s) ({indexed.texts_per_second} texts/s), {indexed.remaining} left "
+                      "(searchable by their codes meanwhile; `dso index` continues)"
+                      + (f"; {indexed.forged} report(s) whose code is not their text's left out, library re-aggregated" if indexed.forged else ""))
     if report.invalid:
         console.print(f"{len(report.invalid)} batch(es) refused: exit status {EXIT_REFUSED}")
         raise click.exceptions.Exit(EXIT_REFUSED)

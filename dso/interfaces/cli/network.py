@@ -57,6 +57,7 @@ def status() -> None:
         last = lib.last_aggregation or {}
         table.add_row("library", f"{lib.entries:,} entries ({lib.local:,} local), {lib.pending:,} awaiting support, {lib.reports:,} reports")
         table.add_row("left out", f"{last.get('dropped_reports', 0):,} reports from nodes not admitted, "
-                                  f"{last.get('capped_reports', 0):,} over the per-node cap")
+                                  f"{last.get('capped_reports', 0):,} over the per-node cap, "
+                                  f"{last.get('forged_reports', 0):,} whose code is not their text's")
         table.add_row("index", f"{lib.index_rows:,} rows; {lib.unindexed:,} texts not embedded yet (`dso index`)")
     console.print(table)
