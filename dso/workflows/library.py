@@ -80,7 +80,12 @@ CREATE TABLE IF NOT EXISTS experiences (
     added_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS experiences_visible ON experiences(accepted);
+CREATE TABLE IF NOT EXISTS entry_reports (entry_id TEXT NOT NULL, experience_id TEXT NOT NULL, PRIMARY KEY (entry_id, experience_id));
+CREATE INDEX IF NOT EXISTS reports_experience ON reports(experience_id);
 """
+# Bumped when `aggregate` starts storing something new about its clusters, so that a library
+# aggregated by an older dso is aggregated once more even though its reports did not change.
+AGGREGATION_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,18 @@ class Hit:
     domain: str
     confidence: float
     origin: str = "network"
+
+
+@dataclass(frozen=True)
+class ReportRef:
+    """One verified report behind a network entry: leaf `leaf_index` of batch `batch_root`,
+    published by node `node_id` from address `node` (20 bytes)."""
+
+    batch_root: bytes
+    leaf_index: int
+    node_id: int
+    node: bytes
+    experience_id: str
 
 
 @dataclass(frozen=True)
@@ -285,7 +302,8 @@ class Library:
         policy = policy or AcceptancePolicy()
         admitted = sorted({int(n) for n in admitted_node_ids})
         fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "admitted": admitted,
-                                  "policy": [policy.min_nodes, policy.support_fraction, policy.min_confidence]})
+                                  "policy": [policy.min_nodes, policy.support_fraction, policy.min_confidence],
+                                  "format": AGGREGATION_FORMAT})
         last = self._meta("aggregation")
         if not force and last is not None and json.loads(last)["fingerprint"] == fingerprint:
             return AggregationSummary(**json.loads(last)["summary"], unchanged=True)
@@ -307,6 +325,9 @@ class Library:
         with self._transaction(invalidates=True):
             self._db.execute("DELETE FROM experiences WHERE origin = 'network'")
             self._db.executemany("INSERT OR IGNORE INTO experiences VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("DELETE FROM entry_reports")
+            self._db.executemany("INSERT OR IGNORE INTO entry_reports VALUES (?, ?)",
+                                 [(c.experience_id, eid) for c in result.clusters for eid in c.experience_ids])
             self._db.execute(
                 "DELETE FROM vectors WHERE text_hash NOT IN (SELECT text_hash FROM reports) AND text_hash NOT IN (SELECT text_hash FROM experiences)"
             )
@@ -352,6 +373,22 @@ class Library:
         """Distinct admitted nodes behind this entry (0 for a local or unknown one)."""
         row = self._db.execute("SELECT support FROM experiences WHERE id = ?", (experience_id,)).fetchone()
         return row[0] if row else 0
+
+    def provenance(self, experience_id: str) -> list[ReportRef]:
+        """The verified reports behind entry `experience_id`, one per (batch, leaf), from the nodes
+        counted in its support; [] for a local or unknown entry. A batch's CID is in the sync
+        checkpoint (`dso.workflows.sync.SyncState`) or its `BatchSubmitted` event."""
+        row = self._db.execute("SELECT node_ids FROM experiences WHERE id = ? AND origin = 'network'", (experience_id,)).fetchone()
+        if row is None:
+            return []
+        counted = set(json.loads(row[0]))
+        rows = self._db.execute(
+            "SELECT r.batch_root, r.leaf_index, r.node_id, r.canonical, r.experience_id FROM entry_reports m "
+            "JOIN reports r ON r.experience_id = m.experience_id WHERE m.entry_id = ? ORDER BY r.node_id, r.batch_root, r.leaf_index",
+            (experience_id,),
+        )
+        return [ReportRef(bytes(root), leaf, node_id, Experience.from_bytes(canonical).node, eid)
+                for root, leaf, node_id, canonical, eid in rows if node_id in counted]
 
     def pending(self, limit: int = 100) -> list[PendingEntry]:
         """Clusters not accepted (yet), most supported first."""
