@@ -4,7 +4,7 @@ the votes and reasons cast on a batch.
 
 Every interface that shows these (`dso batches`/`show`/`dao proposals --format json`, `dso ui`)
 builds them here, so their JSON shapes are defined once (README, "JSON output"). Each `*_json`
-function returns plain JSON types; fields are only ever added under the same `JSON_VERSION`.
+function returns plain JSON types; fields are only ever added, never renamed or removed.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from dso.edges.ipfs import ContentStore
 from dso.errors import BatchError, CidMismatch, ContentNotFound, DsoError, InvalidCid, ObjectTooLarge, StoreError
 from dso.workflows.library import Library
 from dso.workflows.verify import Commitment, fetch_and_verify, find_commitment
-
-JSON_VERSION = 1
-
 
 def utc_text(timestamp: int) -> str:
     """A unix time as ISO 8601 UTC ("2026-12-02T08:00:00Z")."""
@@ -278,7 +275,6 @@ def review_json(review: BatchReview, now: int) -> dict[str, Any]:
                                                                         "support": match.support}})
     c = review.commitment
     return {
-        "version": JSON_VERSION,
         "batch": batch_json(review.row, now),
         "verification": review.verification,
         "problem": review.problem,

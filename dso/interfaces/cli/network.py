@@ -10,7 +10,7 @@ from rich.table import Table
 from dso.edges.chain import Registry, connect
 from dso.edges.config import NetworkConfig, dso_home, load_config, save_config
 from dso.edges.wallet import load_keystore, password_from_env_or_prompt
-from dso.interfaces.cli.options import console
+from dso.interfaces.cli.options import console, echo_json, format_option
 
 
 @click.command()
@@ -32,11 +32,29 @@ def deploy(rpc_url: str, keystore: Path, password_env: str | None, members: tupl
 
 
 @click.command()
-def status() -> None:
+@format_option
+def status(fmt: str) -> None:
     """Show the active network, its DAO and its batches."""
     config = load_config()
     registry = Registry.at(config.rpc_url, config.registry)
     params = registry.parameters()
+    if fmt == "json":
+        counts: dict[str, int] = {}
+        for info in registry.all_batches():
+            counts[info.tally.status.name.lower()] = counts.get(info.tally.status.name.lower(), 0) + 1
+        echo_json({
+            "network": {"name": config.name, "rpc_url": config.rpc_url, "chain_id": config.chain_id, "registry": config.registry,
+                        "deploy_block": config.deploy_block, "ipfs_api": config.ipfs_api, "ipfs_mirrors": list(config.ipfs_mirrors)},
+            "voting_period": params["voting_period"],
+            "quorum_bps": params["quorum_bps"],
+            "membership_clock": params["membership_clock"],
+            "members": registry.members(),
+            "nodes": [{"id": node_id, "address": address, "active": active} for node_id, address, active in registry.nodes()],
+            "batches": counts,
+            "proposals": registry.proposal_count(),
+            "chain_time": registry.chain_time(),
+        })
+        return
     table = Table(title=f"{config.name}: {config.registry}", show_header=False)
     table.add_row("RPC / chain id", f"{config.rpc_url} / {config.chain_id}")
     table.add_row("IPFS API", config.ipfs_api or f"embedded local store ({dso_home() / 'blocks'})")
