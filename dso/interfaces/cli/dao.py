@@ -149,11 +149,11 @@ def dao_proposals(fmt: str) -> None:
         echo_json({"chain_time": listing.now, "proposals": [proposal_json(p, listing.now) for p in listing.proposals]})
         return
     table = Table(title="proposals")
-    for column in ("id", "kind", "target", "status", "yes", "no", "quorum", "electorate"):
+    for column in ("id", "kind", "target", "status", "yes", "no", "electorate"):
         table.add_column(column)
     for p in listing.proposals:
         target = {p.kind.REVOKE_BATCH: p.batch.hex()[:16], p.kind.REVOKE_EXPERIENCE: f"{p.batch.hex()[:16]} #{p.leaf_index}",
                   p.kind.SET_VOTING_PARAMETERS: f"period {p.voting_period} s, quorum {p.quorum_bps / 100:g}%"}.get(p.kind, p.account)
         table.add_row(str(p.proposal_id), p.kind.name.lower(), target, p.tally.status.name.lower(), str(p.tally.yes), str(p.tally.no),
-                      str(p.tally.quorum), str(p.tally.electorate))
+                      str(p.tally.electorate))
     console.print(table)
