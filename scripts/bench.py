@@ -23,6 +23,7 @@ BENCHMARKS = {
     "store": "dso.bench.store",
     "crossmodel": "dso.bench.crossmodel",
     "byzantine": "dso.bench.byzantine",
+    "mcp": "dso.bench.mcp",
 }
 
 
