@@ -112,3 +112,49 @@ def test_mcp_http_refuses_a_public_address_without_a_token(tmp_path, monkeypatch
     monkeypatch.setenv("DSO_HOME", str(tmp_path))
     result = CliRunner().invoke(cli, ["mcp", "--http", "--host", "0.0.0.0"])
     assert result.exit_code != 0 and "without a bearer token" in str(result.exception)
+
+
+def test_mcp_over_streamable_http_needs_the_bearer_token(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    import httpx
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from dso.edges.services import free_port
+
+    port = free_port()
+    token = "t0k3n-for-this-test-only"
+    env = {**os.environ, "DSO_HOME": str(tmp_path), "DSO_MCP_TOKEN": token}
+    server = subprocess.Popen([sys.executable, "-m", "dso", "mcp", "--http", "--port", str(port), "--token-env", "DSO_MCP_TOKEN",
+                               "--embedder", "minilm-int8"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                anonymous = httpx.post(url, json={}, timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode() if server.poll() is not None else "no answer"
+                time.sleep(0.3)
+        assert anonymous.status_code == 401
+        assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        rebound = httpx.post(url, json={}, headers={"Authorization": f"Bearer {token}", "Host": "evil.example"})
+        assert rebound.status_code in (400, 421)
+
+        async def status():
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client, \
+                    streamable_http_client(url, http_client=client) as streams:
+                read, write = streams[0], streams[1]
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    return await session.call_tool("library_status", {})
+
+        result = asyncio.run(status())
+        assert not result.is_error and result.structured_content["entries"] == 0 and result.structured_content["registry"] is None
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
