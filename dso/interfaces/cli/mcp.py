@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -19,7 +20,10 @@ from dso.interfaces.cli.options import library_path
 @click.option("--allowed-host", "allowed_hosts", multiple=True, help="Extra Host header value accepted with --http (e.g. the server's DNS name); repeat.")
 @click.option("--allow-sync", is_flag=True, help="Offer a `sync` tool (it reads the chain and IPFS; off by default).")
 @click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True)
-def mcp_command(http: bool, host: str, port: int, token_env: str | None, allowed_hosts: tuple[str, ...], allow_sync: bool, embedder_name: str) -> None:
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="torch threads for embedding a query (one query at a time: 1 is fastest on a busy machine; see bench/results/mcp.json).")
+def mcp_command(http: bool, host: str, port: int, token_env: str | None, allowed_hosts: tuple[str, ...], allow_sync: bool, embedder_name: str,
+                threads: int) -> None:
     """Serve this machine's library ($DSO_HOME/library.sqlite) to agents as an MCP memory server:
     tools search_experiences, get_experience, add_experience, library_status (and sync with
     --allow-sync). One process keeps the model and the library loaded."""
@@ -46,7 +50,10 @@ def mcp_command(http: bool, host: str, port: int, token_env: str | None, allowed
         if allow_sync:
             raise
         config = None  # search and local entries work without a network
-    memory = AgentMemory(library_path(), load_embedder(embedder_name), config, dso_home() / "sync.json")
+    embedder = load_embedder(embedder_name)
+    if "torch" in sys.modules:  # one short query per call: more threads only contend (median 585 ms vs 54 ms measured)
+        sys.modules["torch"].set_num_threads(threads)
+    memory = AgentMemory(library_path(), embedder, config, dso_home() / "sync.json")
     sync = None
     if allow_sync:
         from dso.interfaces.cli.options import open_registry, open_store
