@@ -105,6 +105,29 @@ def test_mcp_session_over_stdio_searches_the_synced_library_with_provenance(sync
     assert s["last_synced_block"] == state.next_block - 1 and s["network"]["chain_id"] == dao.registry.chain_id()
 
 
+async def sync_conversation(home):
+    params = StdioServerParameters(command=sys.executable, args=["-m", "dso", "mcp", "--allow-sync"], env={"DSO_HOME": str(home)})
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        names = {t.name for t in (await session.list_tools()).tools}
+        before = await session.call_tool("library_status", {})
+        synced = await session.call_tool("sync", {})
+        after = await session.call_tool("library_status", {})
+        return names, before, synced, after
+
+
+def test_the_sync_tool_exists_only_behind_allow_sync_and_loads_new_batches(synced_home, ipfs_api):
+    home, dao, roots = synced_home
+    embedder = load_embedder("minilm")
+    accept(dao.registry, dao, submit(dao, ipfs_api, embedder, 0, lessons(2, offset=300), now=1_763_000_100))
+    names, before, synced, after = asyncio.run(sync_conversation(home))
+    assert "sync" in names
+    assert before.structured_content["pending"] == 0
+    assert not synced.is_error and synced.structured_content["loaded"] == 1 and synced.structured_content["refused"] == {}
+    assert after.structured_content["pending"] == 2  # one node's lessons wait for support
+    assert after.structured_content["last_synced_block"] > before.structured_content["last_synced_block"]
+
+
 def test_mcp_http_refuses_a_public_address_without_a_token(tmp_path, monkeypatch):
     from dso.interfaces.cli import cli
     from click.testing import CliRunner
