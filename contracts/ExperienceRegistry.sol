@@ -171,6 +171,11 @@ contract ExperienceRegistry {
 
     uint256 private constant _INLINE_SEATS = 64;
     uint256 private constant _MAX_PAGE = 200;
+    /// @dev Longest vote reason in bytes (UTF-8): a paragraph. Reasons live only in event logs;
+    /// each byte costs ~24 gas (16 calldata + 8 log data), so 1,000 bytes add ~25k to a vote.
+    uint256 private constant _MAX_REASON_BYTES = 1_000;
+    /// @dev Most votes in one `castBatchVotes` call (a page of `batchesPage`).
+    uint256 private constant _MAX_VOTES_PER_CALL = 200;
     uint256 private constant _MAX_SEATS = type(uint24).max;
 
     /// @dev Shortest voting period (1 minute). A shorter one leaves no time to sign, send and mine a
@@ -263,6 +268,11 @@ contract ExperienceRegistry {
     /// @notice A member voted on a batch; `yes`/`no` are the tallies after the vote.
     event BatchVoteCast(bytes32 indexed root, address indexed voter, bool support, uint24 yes, uint24 no);
 
+    /// @notice Member `voter` gave `reason` (UTF-8, at most 1,000 bytes) for their vote on batch
+    /// `root`, cast in the same call (its `BatchVoteCast` precedes this event).
+    /// @dev Reasons are kept in logs only: the contract never reads them, clients show them.
+    event BatchVoteReason(bytes32 indexed root, address indexed voter, string reason);
+
     /// @notice A member voted on a proposal; `yes`/`no` are the tallies after the vote.
     event ProposalVoteCast(uint64 indexed proposalId, address indexed voter, bool support, uint24 yes, uint24 no);
 
@@ -349,6 +359,12 @@ contract ExperienceRegistry {
     error LeafChallengePending(bytes32 root, uint32 leafIndex, uint64 proposalId);
     /// @dev Fires when a SetVotingParameters proposal names the voting period and quorum already in force.
     error VotingParametersUnchanged(uint32 votingPeriod, uint16 quorumBps);
+    /// @dev Fires when `castBatchVotes` gets lists of different lengths.
+    error VoteListsDiffer(uint256 roots, uint256 votes, uint256 reasons);
+    /// @dev Fires when `castBatchVotes` gets no vote or more than `maxCount`.
+    error VoteCountOutOfRange(uint256 count, uint256 maxCount);
+    /// @dev Fires when the reason at position `index` of a `castBatchVotes` call exceeds `maxLength` bytes.
+    error ReasonTooLong(uint256 index, uint256 length, uint256 maxLength);
 
     // ------------------------------------------------------------------ construction
 
@@ -444,6 +460,37 @@ contract ExperienceRegistry {
         if (tally.status == Status.None) revert UnknownBatch(root);
         (uint24 yes, uint24 no) = _castVote(_batches[root], tally, _batchOverflowVoters[root], support);
         emit BatchVoteCast(root, msg.sender, support, yes, no);
+    }
+
+    /// @notice Casts the caller's votes on several batches in one transaction, each with an optional
+    /// reason: `votes[i]` on `roots[i]`, and unless `reasons[i]` is empty a `BatchVoteReason`
+    /// event after its `BatchVoteCast`. All or nothing: any vote `voteOnBatch` would refuse reverts
+    /// the whole call with that vote's error.
+    /// @dev Same rules and storage writes per vote as `voteOnBatch`, without a transaction's 21k base
+    /// for each further vote. The name is chosen for its selector (0xdda486c9), which sorts after
+    /// every vote, submit and finalize selector (see `proposeRevokeLeaf`).
+    /// @param roots The batches, at most 200 (a repeated root reverts with `AlreadyVoted`).
+    /// @param votes One vote per batch: true to accept, false to reject.
+    /// @param reasons One reason per batch, UTF-8, at most 1,000 bytes; empty for none.
+    function castBatchVotes(bytes32[] calldata roots, bool[] calldata votes, string[] calldata reasons) external {
+        uint256 count = roots.length;
+        if (votes.length != count || reasons.length != count) {
+            revert VoteListsDiffer(count, votes.length, reasons.length);
+        }
+        if (count == 0 || count > _MAX_VOTES_PER_CALL) revert VoteCountOutOfRange(count, _MAX_VOTES_PER_CALL);
+        for (uint256 i = 0; i < count; ++i) {
+            bytes32 root = roots[i];
+            bool support = votes[i];
+            Tally memory tally = _batches[root];
+            if (tally.status == Status.None) revert UnknownBatch(root);
+            (uint24 yes, uint24 no) = _castVote(_batches[root], tally, _batchOverflowVoters[root], support);
+            emit BatchVoteCast(root, msg.sender, support, yes, no);
+            uint256 length = bytes(reasons[i]).length;
+            if (length != 0) {
+                if (length > _MAX_REASON_BYTES) revert ReasonTooLong(i, length, _MAX_REASON_BYTES);
+                emit BatchVoteReason(root, msg.sender, reasons[i]);
+            }
+        }
     }
 
     /// @notice Decides batch `root`: after its deadline, or earlier once the remaining votes of the

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "crossmodel": "dso.bench.crossmodel",
     "byzantine": "dso.bench.byzantine",
     "scale": "dso.bench.scale",
+    "mcp": "dso.bench.mcp",
 }
 
 

@@ -37,6 +37,18 @@ if [[ "$(cat "$STAMPS/python" 2>/dev/null)" != "$py_inputs" ]]; then
   echo "$py_inputs" > "$STAMPS/python"
 fi
 
+# --- Chromium for the browser test ---------------------------------------------------------------
+# tests/test_ui_browser.py drives Debian's chromium with Playwright (`playwright install` cannot
+# download a browser here); without it that test fails with this install command.
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing chromium from apt (for the browser test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    say "chromium is missing: run 'apt-get install -y chromium' as root, or tests/test_ui_browser.py fails"
+  fi
+fi
+
 # --- npm tools -------------------------------------------------------------------------------------
 npm_inputs=$(digest package.json package-lock.json)
 if [[ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$npm_inputs" || ! -d node_modules/solc ]]; then

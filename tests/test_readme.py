@@ -19,7 +19,7 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine"])
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp"])
 def test_readme_tables_match_the_benchmark_results(name):
     results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
     render = importlib.import_module(f"dso.bench.{name}").markdown_table
@@ -77,3 +77,12 @@ def test_readme_crossmodel_claims_match_results():
     uncentered = "(b) procrustes pad, not centered, 1000 anchors, MiniLM float"
     assert f"({recall('e5-small', 'gsm8k', aligned, 'vs MiniLM top-10'):.2f} vs {recall('e5-small', 'gsm8k', uncentered, 'vs MiniLM top-10'):.2f} without)" in README
     assert f"matches only {recall('mpnet', 'gsm8k', 'reference: MiniLM query (native agent), MiniLM float', 'vs B top-10'):.3f}" in README
+
+
+def test_readme_mcp_claims_match_results():
+    results = json.loads((ROOT / "bench" / "results" / "mcp.json").read_text())
+    call = results["server"]["search_call_ms"]
+    assert results["experiences"] == 10_000
+    assert f"takes {call['median']} ms (median; p90 {call['p90']} ms)" in README
+    assert f"the search itself is {results['library_search_in_process_ms']['median']} ms" in README
+    assert f"`dso query` costs {results['dso_query_cold_process_s']} s" in README

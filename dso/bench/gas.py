@@ -35,6 +35,11 @@ VOTES_TO_ACCEPT = 4  # of 5 members: 4 yes make acceptance certain, so finalize 
 CHALLENGE_SIZES = (16, 256, MAX_LEAVES)  # audit paths of 4, 8 and 16 hashes; MAX_LEAVES is the largest batch
 LEAF_BYTES = 325  # mean canonical bitdelta-1 leaf with its text (bench/results/size.json)
 NEW_VOTING_PERIOD, NEW_QUORUM_BPS = 7 * 24 * 3600, 6_000  # the parameter change measured
+# Vote reasons measured: a tweet-sized reason, the longest allowed, and the text of a CIDv1 (what a
+# reason pinned to IPFS and referenced from the event would cost instead of the reason itself).
+REASON_SIZES = (140, 1_000)
+CID_TEXT_BYTES = 59
+BULK_VOTES = 5
 
 
 def _cid(label: str) -> bytes:
@@ -110,6 +115,20 @@ def measure_parameter_change(registry: Registry, members: list, relayer) -> dict
     }
 
 
+def measure_vote_reasons(registry: Registry, member, node) -> dict[str, int]:
+    """`castBatchVotes`: one vote without and with reasons (the reason is calldata and log data
+    only), and several votes in one transaction instead of one transaction each."""
+    gas: dict[str, int] = {}
+    roots = [registry.submit_batch(node, _root(f"reason{i}"), _cid(f"reason{i}"), 16, bytes(32)).root for i in range(3 + len(REASON_SIZES) + BULK_VOTES)]
+    gas["castBatchVotes (1 vote, no reason)"] = registry.cast_batch_votes(member, [(roots[0], True, "")]).gas_used
+    gas[f"castBatchVotes (1 vote, {CID_TEXT_BYTES} B reason: a CID pointing to one)"] = registry.cast_batch_votes(member, [(roots[1], True, "b" * CID_TEXT_BYTES)]).gas_used
+    for n, size in enumerate(REASON_SIZES, 2):
+        gas[f"castBatchVotes (1 vote, {size:,} B reason)"] = registry.cast_batch_votes(member, [(roots[n], False, "r" * size)]).gas_used
+    bulk = roots[-BULK_VOTES:]
+    gas[f"castBatchVotes ({BULK_VOTES} votes, no reason)"] = registry.cast_batch_votes(member, [(r, True, "") for r in bulk]).gas_used
+    return gas
+
+
 def measure_overflow_seats(w3: Web3, deployer, node) -> dict[str, int]:
     """Votes from seats >= 64, which pay for a has-voted word outside the tally slot."""
     members = [Account.create() for _ in range(66)]
@@ -151,6 +170,7 @@ def run() -> dict[str, Any]:
             gas.update(measure(registry, w3, members, nodes, relayer))
             gas.update(measure_challenges(registry, members, nodes[3], relayer))
             gas.update(measure_parameter_change(registry, members, relayer))
+            gas.update(measure_vote_reasons(registry, members[4], nodes[1]))
             gas.update(measure_overflow_seats(w3, deployer, nodes[0]))
             # Submission cost does not depend on the batch size (count is one word): check it.
             sizes = {n: registry.submit_batch(nodes[2], _root(f"n{n}"), _cid(f"n{n}"), n, bytes(32)).tx.gas_used for n in BATCH_SIZES}

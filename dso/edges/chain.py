@@ -413,6 +413,38 @@ class Registry:
         """Cast `member`'s vote on batch `root`."""
         return _tx_result(self._transact(member, self.contract.functions.voteOnBatch(_as_bytes32(root, "root"), support)))
 
+    def cast_batch_votes(self, member: LocalAccount, votes: Sequence[tuple[bytes | str, bool, str]]) -> TxResult:
+        """Cast `member`'s votes on several batches in one transaction (`castBatchVotes`), each a
+        (root, support, reason) with reason "" for none; a reason is kept in a `BatchVoteReason`
+        event. All or nothing: when the call would revert, each vote is simulated on its own and
+        the ContractRevert names the first batch that refuses it."""
+        call = self.contract.functions.castBatchVotes(*self._vote_lists(votes))
+        try:
+            return _tx_result(self._transact(member, call))
+        except ContractRevert as exc:
+            for root, support, _ in votes:
+                try:
+                    self._call_from(member.address, self.contract.functions.voteOnBatch(_as_bytes32(root, "root"), support))
+                except ContractRevert as single:
+                    raise ContractRevert(single.name, single.args_, f"vote on batch {_as_bytes32(root, 'root').hex()[:16]} refused: {single}") from exc
+            raise
+
+    def unsigned_transaction(self, function: str, *args: Any) -> dict[str, Any]:
+        """`{"to", "data", "chainId"}` of a call to `function` (`castBatchVotes`, `finalizeBatch`,
+        `voteOnProposal`, `finalizeProposal`) for a wallet outside dso to sign and send, such as
+        a browser wallet (EIP-1193 `eth_sendTransaction`). Votes are given as for `cast_batch_votes`."""
+        if function == "castBatchVotes":
+            args = self._vote_lists(args[0])
+        elif function == "finalizeBatch":
+            args = (_as_bytes32(args[0], "root"),)
+        elif function not in ("voteOnProposal", "finalizeProposal"):
+            raise ChainError(f"no unsigned transaction for {function}")
+        return {"to": self.address, "data": self.contract.encode_abi(function, args=list(args)), "chainId": self.chain_id()}
+
+    @staticmethod
+    def _vote_lists(votes: Sequence[tuple[bytes | str, bool, str]]) -> tuple[list[bytes], list[bool], list[str]]:
+        return [_as_bytes32(r, "root") for r, _, _ in votes], [bool(s) for _, s, _ in votes], [str(reason) for _, _, reason in votes]
+
     def finalize_batch(self, sender: LocalAccount, root: bytes | str) -> FinalizeResult:
         """Decide batch `root` (anyone may send); return its new status."""
         receipt = self._transact(sender, self.contract.functions.finalizeBatch(_as_bytes32(root, "root")))
@@ -613,6 +645,29 @@ class Registry:
             stop = start - 1
         return None
 
+    def voting_periods(self, from_block: int = 0) -> list[tuple[int, int]]:
+        """(membership clock, voting period in seconds) from each `VotingParametersChanged` event
+        (the constructor emits the first), oldest first: a batch or proposal whose snapshot is clock
+        c was opened with the period of the last entry at or before c, so it was created at its
+        deadline minus that period."""
+        return [(int(e.args["clock"]), int(e.args["votingPeriod"])) for e in self.events_named("VotingParametersChanged", from_block)]
+
+    def events_named(self, name: str, from_block: int = 0, *topics: bytes, chunk: int = 5_000) -> list[RegistryEvent]:
+        """Decoded events called `name` (filtered by the node, with indexed `topics` after the
+        first if given), oldest first, from `from_block` to the head."""
+        if name not in self._topic_of:
+            raise ChainError(f"the registry emits no event called {name}")
+        filters = [self._topic_of[name], *(HexBytes(t.rjust(32, b"\0")).to_0x_hex() for t in topics)]
+        head = _rpc(lambda: self.w3.eth.block_number)
+        found: list[RegistryEvent] = []
+        start = from_block
+        while start <= head:
+            stop = min(start + chunk - 1, head)
+            logs = _rpc(lambda: self.w3.eth.get_logs({"address": self.address, "fromBlock": start, "toBlock": stop, "topics": filters}))
+            found.extend(self._decode_log(log) for log in logs)
+            start = stop + 1
+        return found
+
     def _decode_log(self, log: Any) -> RegistryEvent:
         name = self._events.get(HexBytes(log["topics"][0]))
         if name is None:
@@ -631,6 +686,12 @@ class Registry:
     def _call(self, fn: Any) -> Any:
         try:
             return _rpc(fn.call)
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise self.errors.decode(getattr(exc, "data", None)) from exc
+
+    def _call_from(self, sender: str, fn: Any) -> Any:
+        try:
+            return _rpc(lambda: fn.call({"from": sender}))
         except (ContractCustomError, ContractLogicError) as exc:
             raise self.errors.decode(getattr(exc, "data", None)) from exc
 

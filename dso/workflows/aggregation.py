@@ -105,6 +105,7 @@ class Aggregator:
         if full:  # every entry, group and pair is recomputed
             retired = [r[0] for r in self.db.execute("SELECT index_row FROM experiences WHERE origin = 'network' AND index_row IS NOT NULL")]
             self.db.execute("DELETE FROM experiences WHERE origin = 'network'")
+            self.db.execute("DELETE FROM entry_reports")
             self.db.execute("DELETE FROM edges")
             self.db.execute("DELETE FROM groups")
             self.db.execute("INSERT OR IGNORE INTO dirty SELECT DISTINCT text_hash FROM reports")
@@ -221,6 +222,7 @@ class Aggregator:
         for component in sorted(stale):
             removed += [r[0] for r in self.db.execute(
                 "SELECT index_row FROM experiences WHERE origin = 'network' AND component = ? AND index_row IS NOT NULL", (component,))]
+            self.db.execute("DELETE FROM entry_reports WHERE entry_id IN (SELECT id FROM experiences WHERE origin = 'network' AND component = ?)", (component,))
             self.db.execute("DELETE FROM experiences WHERE origin = 'network' AND component = ?", (component,))
         added: list[str] = []
         invalid = 0
@@ -299,6 +301,9 @@ class Aggregator:
         self.db.executemany("INSERT OR IGNORE INTO experiences (id, origin, accepted, canonical, text, domain, confidence, codec, baseline, code, "
                             "text_hash, support, node_ids, reason, statistics_reason, added_at, component) "
                             "VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # which reports back each entry: Library.provenance (the MCP server shows batch, leaf and node)
+        self.db.executemany("INSERT OR IGNORE INTO entry_reports VALUES (?, ?)",
+                            [(c.experience_id, eid) for c in result.clusters for eid in c.experience_ids])
         return [r[0] for r in rows], result.invalid_codes
 
     def _published(self, experience_id: str) -> tuple[Experience, bytes]:

@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS experiences (
 CREATE INDEX IF NOT EXISTS experiences_visible ON experiences(accepted);
 CREATE INDEX IF NOT EXISTS experiences_component ON experiences(component);
 CREATE INDEX IF NOT EXISTS experiences_text ON experiences(text_hash);
+CREATE TABLE IF NOT EXISTS entry_reports (entry_id TEXT NOT NULL, experience_id TEXT NOT NULL, PRIMARY KEY (entry_id, experience_id)) WITHOUT ROWID;
 """
 
 
@@ -145,6 +146,18 @@ class Hit:
     confidence: float
     origin: str = "network"
     by_code_only: bool = False
+
+
+@dataclass(frozen=True)
+class ReportRef:
+    """One verified report behind a network entry: leaf `leaf_index` of batch `batch_root`,
+    published by node `node_id` from address `node` (20 bytes)."""
+
+    batch_root: bytes
+    leaf_index: int
+    node_id: int
+    node: bytes
+    experience_id: str
 
 
 @dataclass(frozen=True)
@@ -467,6 +480,22 @@ class Library:
         """Distinct admitted nodes behind this entry (0 for a local or unknown one)."""
         row = self._db.execute("SELECT support FROM experiences WHERE id = ?", (experience_id,)).fetchone()
         return row[0] if row else 0
+
+    def provenance(self, experience_id: str) -> list[ReportRef]:
+        """The verified reports behind entry `experience_id`, one per (batch, leaf), from the nodes
+        counted in its support; [] for a local or unknown entry. A batch's CID is in the sync
+        checkpoint (`dso.workflows.sync.SyncState`) or its `BatchSubmitted` event."""
+        row = self._db.execute("SELECT node_ids FROM experiences WHERE id = ? AND origin = 'network'", (experience_id,)).fetchone()
+        if row is None:
+            return []
+        counted = set(json.loads(row[0]))
+        rows = self._db.execute(
+            "SELECT r.batch_root, r.leaf_index, r.node_id, r.canonical, r.experience_id FROM entry_reports m "
+            "JOIN reports r ON r.experience_id = m.experience_id WHERE m.entry_id = ? ORDER BY r.node_id, r.batch_root, r.leaf_index",
+            (experience_id,),
+        )
+        return [ReportRef(bytes(root), leaf, node_id, Experience.from_bytes(canonical).node, eid)
+                for root, leaf, node_id, canonical, eid in rows if node_id in counted]
 
     def pending(self, limit: int = 100) -> list[PendingEntry]:
         """Clusters not accepted (yet), most supported first."""

@@ -189,3 +189,13 @@ def test_voting_parameter_change_applies_to_later_batches_only(registry, members
     old, new = registry.batch(make_root("before")).tally, registry.batch(make_root("after")).tally
     assert (old.deadline, old.quorumBps) == (before.timestamp + VOTING_PERIOD, QUORUM_BPS)
     assert (new.deadline, new.quorumBps) == (after.timestamp + 2 * VOTING_PERIOD, 10_000)
+
+
+def test_cast_batch_votes_emits_each_vote_and_reason(registry, members, outsider, submitted):
+    root, _ = submitted
+    receipt = registry.castBatchVotes([root], [True], ["checked every lesson"], sender=members[0])
+    assert [(e.voter, e.support) for e in receipt.events.filter(registry.BatchVoteCast)] == [(members[0].address, True)]
+    assert [e.reason for e in receipt.events.filter(registry.BatchVoteReason)] == ["checked every lesson"]
+    with ape.reverts(registry.ReasonTooLong) as info:
+        registry.castBatchVotes([root], [False], ["x" * 1001], sender=members[1])
+    assert_error_inputs(info, index=0, length=1001, maxLength=1000)

@@ -19,10 +19,12 @@ from dso.interfaces.cli.dao import dao
 from dso.interfaces.cli.demo import demo
 from dso.interfaces.cli.devnet import devnet
 from dso.interfaces.cli.library import index_command, query, sync_command
+from dso.interfaces.cli.mcp import mcp_command
 from dso.interfaces.cli.network import deploy, status
 from dso.interfaces.cli.options import console
 from dso.interfaces.cli.publish import outbox, submit
 from dso.interfaces.cli.review import batches, finalize, show, vote
+from dso.interfaces.cli.ui import ui_command
 from dso.interfaces.cli.wallet import wallet
 
 
@@ -32,7 +34,7 @@ def cli() -> None:
     """dso: a blockchain-backed, decentralized registry of AI-agent experiences."""
 
 
-for command in (devnet, deploy, status, submit, outbox, batches, show, vote, finalize, sync_command, index_command, dao, query, align, demo, wallet):
+for command in (devnet, deploy, status, submit, outbox, batches, show, vote, finalize, sync_command, index_command, dao, query, mcp_command, ui_command, align, demo, wallet):
     cli.add_command(command)
 
 

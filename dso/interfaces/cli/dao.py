@@ -8,7 +8,17 @@ from rich.table import Table
 from dso.edges.chain import ProposalResult, Registry, Status
 from dso.edges.config import load_config
 from dso.errors import DsoError
-from dso.interfaces.cli.options import console, open_registry, open_store, plain_text, resolve_root, unlock_wallet, wallet_options
+from dso.interfaces.cli.options import (
+    console,
+    echo_json,
+    format_option,
+    open_registry,
+    open_store,
+    plain_text,
+    resolve_root,
+    unlock_wallet,
+    wallet_options,
+)
 
 
 @click.group()
@@ -128,15 +138,22 @@ def dao_finalize(proposal_id: int, wallet_name: str, password_env: str | None) -
 
 
 @dao.command("proposals")
-def dao_proposals() -> None:
-    """List governance proposals with their tallies."""
+@format_option
+def dao_proposals(fmt: str) -> None:
+    """List governance proposals, pending first, with their tallies, quorum and deadlines."""
+    from dso.workflows.review import list_proposals, proposal_json
+
     registry: Registry = open_registry()
+    listing = list_proposals(registry)
+    if fmt == "json":
+        echo_json({"chain_time": listing.now, "proposals": [proposal_json(p, listing.now) for p in listing.proposals]})
+        return
     table = Table(title="proposals")
     for column in ("id", "kind", "target", "status", "yes", "no", "electorate"):
         table.add_column(column)
-    for offset in range(0, registry.proposal_count(), 200):
-        for p in registry.proposals(offset, 200):
-            target = {p.kind.REVOKE_BATCH: p.batch.hex()[:16], p.kind.REVOKE_EXPERIENCE: f"{p.batch.hex()[:16]} #{p.leaf_index}",
-                      p.kind.SET_VOTING_PARAMETERS: f"period {p.voting_period} s, quorum {p.quorum_bps / 100:g}%"}.get(p.kind, p.account)
-            table.add_row(str(p.proposal_id), p.kind.name.lower(), target, p.tally.status.name.lower(), str(p.tally.yes), str(p.tally.no), str(p.tally.electorate))
+    for p in listing.proposals:
+        target = {p.kind.REVOKE_BATCH: p.batch.hex()[:16], p.kind.REVOKE_EXPERIENCE: f"{p.batch.hex()[:16]} #{p.leaf_index}",
+                  p.kind.SET_VOTING_PARAMETERS: f"period {p.voting_period} s, quorum {p.quorum_bps / 100:g}%"}.get(p.kind, p.account)
+        table.add_row(str(p.proposal_id), p.kind.name.lower(), target, p.tally.status.name.lower(), str(p.tally.yes), str(p.tally.no),
+                      str(p.tally.electorate))
     console.print(table)

@@ -13,7 +13,7 @@ from dso.core.experience import display_text
 from dso.edges.config import load_config
 from dso.edges.embed import QUERY_MODEL_LOADERS, LazyEmbedder, thread_count
 from dso.errors import DsoError
-from dso.interfaces.cli.options import console, library_path, open_registry, open_store, plain_text, text_cell
+from dso.interfaces.cli.options import console, echo_json, format_option, library_path, open_registry, open_store, plain_text, text_cell
 
 # `dso sync` exit statuses besides 0 (done), 1 (an error: nothing changed) and 2 (usage).
 EXIT_REFUSED = 3
@@ -31,11 +31,14 @@ EXIT_UNAVAILABLE = 4
 @click.option("--min-confidence", default=0.5, show_default=True, help="Median confidence over the node voices an experience needs.")
 @click.option("--index/--no-index", "run_indexer", default=True, show_default=True,
               help="After verifying, embed the new entries' texts for rescoring (interruptible; `dso index` resumes).")
-def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float, run_indexer: bool) -> None:
+@format_option
+def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float, run_indexer: bool, fmt: str) -> None:
     """Load every accepted, verified batch, drop revoked ones, and aggregate the reports of
     admitted nodes into the local library (robust statistics, one voice per node). Nothing waits
     for the embedding model until the library is complete; then the new entries' texts are
     embedded for rescoring (searchable by their codes meanwhile)."""
+    from contextlib import nullcontext
+
     from rich.progress import Progress
 
     from dso.core.aggregate import AcceptancePolicy
@@ -45,13 +48,36 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
     config = load_config()
     registry = open_registry()
     policy = AcceptancePolicy(min_nodes, support_fraction, min_confidence)
+    progress_bar = Progress(console=console, transient=True) if fmt == "table" else nullcontext()
     with Library(library_path(), LazyEmbedder("minilm")) as library:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("fetching and verifying batches", total=None)
+        with progress_bar as bar:
+            task = bar.add_task("fetching and verifying batches", total=None) if bar else None
             report = sync(registry, open_store(), library, deploy_block=config.deploy_block, confirmations=confirmations,
-                          progress=lambda root, done, total: bar.update(task, completed=done, total=total), policy=policy)
-        indexed = run_index(library) if run_indexer and library.unindexed() else None
+                          progress=(lambda root, done, total: bar.update(task, completed=done, total=total)) if bar else None, policy=policy)
+        indexed = None
+        if run_indexer and library.unindexed():
+            indexed = run_index(library) if fmt == "table" else library.index_texts()
     a = report.aggregation
+    status = EXIT_REFUSED if report.invalid else EXIT_UNAVAILABLE if report.unavailable else 0
+    if fmt == "json":
+        echo_json({
+            "from_block": report.from_block, "to_block": report.to_block, "loaded": ["0x" + r for r in report.loaded],
+            "revoked": ["0x" + r for r in report.revoked], "revoked_experiences": report.revoked_experiences,
+            "refused": {"0x" + r: why for r, why in report.invalid.items()},
+            "unavailable": {"0x" + r: why for r, why in report.unavailable.items()},
+            "reports_added": report.reports_added, "seconds": report.seconds,
+            "policy": {"min_nodes": policy.min_nodes, "support_fraction": policy.support_fraction, "min_confidence": policy.min_confidence},
+            "library": {"accepted": a.accepted, "pending": a.pending, "reports": a.reports, "active_nodes": a.active_nodes,
+                        "required_support": a.required_support, "dropped_reports": a.dropped_reports,
+                        "capped_reports": a.capped_reports, "invalid_codes": a.invalid_codes, "forged_reports": a.forged_reports,
+                        "unchanged": a.unchanged},
+            "index": None if indexed is None else {"embedded": indexed.embedded, "remaining": indexed.remaining,
+                                                   "texts_per_second": indexed.texts_per_second, "forged": indexed.forged},
+            "exit_status": status,
+        })
+        if status:
+            raise click.exceptions.Exit(status)
+        return
     blocks = (f"blocks {report.from_block}-{report.to_block}" if report.to_block >= report.from_block
               else f"no new blocks since the last sync (checkpoint at block {report.from_block})")
     console.print(

@@ -10,7 +10,7 @@ from rich.table import Table
 from dso.edges.chain import Registry, connect
 from dso.edges.config import NetworkConfig, dso_home, load_config, save_config
 from dso.edges.wallet import load_keystore, password_from_env_or_prompt
-from dso.interfaces.cli.options import console, library_path
+from dso.interfaces.cli.options import console, echo_json, format_option, library_path
 
 
 @click.command()
@@ -32,11 +32,30 @@ def deploy(rpc_url: str, keystore: Path, password_env: str | None, members: tupl
 
 
 @click.command()
-def status() -> None:
+@format_option
+def status(fmt: str) -> None:
     """Show the active network, its DAO and its batches."""
     config = load_config()
     registry = Registry.at(config.rpc_url, config.registry)
     params = registry.parameters()
+    if fmt == "json":
+        counts: dict[str, int] = {}
+        for info in registry.all_batches():
+            counts[info.tally.status.name.lower()] = counts.get(info.tally.status.name.lower(), 0) + 1
+        echo_json({
+            "network": {"name": config.name, "rpc_url": config.rpc_url, "chain_id": config.chain_id, "registry": config.registry,
+                        "deploy_block": config.deploy_block, "ipfs_api": config.ipfs_api, "ipfs_mirrors": list(config.ipfs_mirrors)},
+            "voting_period": params["voting_period"],
+            "quorum_bps": params["quorum_bps"],
+            "membership_clock": params["membership_clock"],
+            "members": registry.members(),
+            "nodes": [{"id": node_id, "address": address, "active": active} for node_id, address, active in registry.nodes()],
+            "batches": counts,
+            "proposals": registry.proposal_count(),
+            "chain_time": registry.chain_time(),
+            "library": library_status(),
+        })
+        return
     table = Table(title=f"{config.name}: {config.registry}", show_header=False)
     table.add_row("RPC / chain id", f"{config.rpc_url} / {config.chain_id}")
     table.add_row("IPFS API", config.ipfs_api or f"embedded local store ({dso_home() / 'blocks'})")
@@ -48,16 +67,26 @@ def status() -> None:
     for info in registry.all_batches():
         counts[info.tally.status.name.lower()] = counts.get(info.tally.status.name.lower(), 0) + 1
     table.add_row("batches", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
-    if library_path().exists():
-        from dso.edges.embed import LazyEmbedder
-        from dso.workflows.library import Library
-
-        with Library(library_path(), LazyEmbedder("minilm")) as library:
-            lib = library.status()
-        last = lib.last_aggregation or {}
-        table.add_row("library", f"{lib.entries:,} entries ({lib.local:,} local), {lib.pending:,} awaiting support, {lib.reports:,} reports")
-        table.add_row("left out", f"{last.get('dropped_reports', 0):,} reports from nodes not admitted, "
-                                  f"{last.get('capped_reports', 0):,} over the per-node cap, "
-                                  f"{last.get('forged_reports', 0):,} whose code is not their text's")
-        table.add_row("index", f"{lib.index_rows:,} rows; {lib.unindexed:,} texts not embedded yet (`dso index`)")
+    lib = library_status()
+    if lib is not None:
+        left = lib["left_out"]
+        table.add_row("library", f"{lib['entries']:,} entries ({lib['local']:,} local), {lib['pending']:,} awaiting support, {lib['reports']:,} reports")
+        table.add_row("left out", f"{left['dropped_reports']:,} reports from nodes not admitted, {left['capped_reports']:,} over the per-node cap, "
+                                  f"{left['forged_reports']:,} whose code is not their text's")
+        table.add_row("index", f"{lib['index_rows']:,} rows; {lib['unindexed']:,} texts not embedded yet (`dso index`)")
     console.print(table)
+
+
+def library_status() -> dict | None:
+    """The local library's counts (None when there is no library yet): entries, what the last
+    aggregation left out and why, and how much of the index is embedded."""
+    if not library_path().exists():
+        return None
+    from dso.edges.embed import LazyEmbedder
+    from dso.workflows.library import Library
+
+    with Library(library_path(), LazyEmbedder("minilm")) as library:
+        lib = library.status()
+    last = lib.last_aggregation or {}
+    return {"entries": lib.entries, "local": lib.local, "pending": lib.pending, "reports": lib.reports, "index_rows": lib.index_rows,
+            "unindexed": lib.unindexed, "left_out": {k: last.get(k, 0) for k in ("dropped_reports", "capped_reports", "forged_reports")}}

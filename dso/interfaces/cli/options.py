@@ -3,6 +3,7 @@ network, content store and library."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -29,6 +30,21 @@ def plain_text(text: str) -> str:
 def text_cell(text: str) -> Text:
     """Untrusted text for a table cell: escaped like `plain_text`, never parsed as markup."""
     return Text(display_text(text))
+
+
+# Version of every `--format json` document; fields are only ever added under the same version.
+JSON_VERSION = 1
+
+
+def format_option(fn: F) -> F:
+    """--format table|json, shared by every command that lists or shows something."""
+    return click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+                        help="json: one JSON document on stdout with a stable shape (README, \"JSON output\").")(fn)
+
+
+def echo_json(document: dict[str, Any]) -> None:
+    """Print a `--format json` document: {"version": 1, ...}, UTF-8, keys in a fixed order."""
+    click.echo(json.dumps({"version": JSON_VERSION, **document}, indent=2, ensure_ascii=False))
 
 
 def wallet_options(fn: F) -> F:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dso.errors import DsoError
-from dso.interfaces.cli.options import console, open_registry, open_store, plain_text, unlock_wallet, wallet_options
+from dso.interfaces.cli.options import console, echo_json, format_option, open_registry, open_store, plain_text, unlock_wallet, wallet_options
 
 
 def wallet_names_by_address() -> dict[str, str]:
@@ -76,14 +76,19 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-def outbox_list() -> None:
+@format_option
+def outbox_list(fmt: str) -> None:
     """Show the batches waiting in the outbox."""
     from dso.workflows.publish import Outbox
 
     entries = Outbox().entries()
+    names = wallet_names_by_address()
+    if fmt == "json":
+        echo_json({"entries": [{"root": e.root, "count": e.count, "bytes": e.bytes, "state": e.state, "cid": e.cid,
+                                "last_error": e.last_error, "node": e.node, "wallet": names.get((e.node or "").lower())} for e in entries]})
+        return
     if not entries:
         console.print("the outbox is empty")
-    names = wallet_names_by_address()
     for e in entries:
         owner = names.get((e.node or "").lower(), e.node)
         console.print(f"{e.root} {e.count} experiences, {e.bytes:,} bytes, wallet {owner}, {e.state}: {plain_text(e.last_error or '')}")

@@ -9,35 +9,60 @@ from rich.table import Table
 
 from dso.edges.chain import Status
 from dso.edges.config import load_config
-from dso.interfaces.cli.options import console, open_registry, open_store, resolve_root, text_cell, unlock_wallet, wallet_options
+from dso.interfaces.cli.options import (
+    console,
+    echo_json,
+    format_option,
+    open_registry,
+    open_store,
+    resolve_root,
+    text_cell,
+    unlock_wallet,
+    wallet_options,
+)
 
 
 @click.command()
 @click.option("--status", "status_filter", type=click.Choice([s.name.lower() for s in Status if s != Status.NONE]), default=None)
-def batches(status_filter: str | None) -> None:
-    """List batches with their status and tallies."""
-    registry = open_registry()
+@format_option
+def batches(status_filter: str | None, fmt: str) -> None:
+    """List batches, pending first, with their tallies, quorum and deadlines."""
+    from dso.workflows.review import batch_json, list_batches
+
+    listing = list_batches(open_registry(), load_config().deploy_block)
+    rows = [r for r in listing.batches if not status_filter or r.info.tally.status.name.lower() == status_filter]
+    if fmt == "json":
+        echo_json({"chain_time": listing.now, "batches": [batch_json(r, listing.now) for r in rows]})
+        return
     table = Table(title="batches")
-    for column in ("root", "node", "experiences", "status", "yes", "no", "electorate", "voting closes"):
+    for column in ("root", "node", "experiences", "status", "yes", "no", "quorum", "electorate", "voting closes"):
         table.add_column(column)
-    for info in registry.all_batches():
-        status_name = info.tally.status.name.lower()
-        if status_filter and status_name != status_filter:
-            continue
+    for row in rows:
+        info = row.info
         closes = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.tally.deadline))
-        table.add_row(info.root.hex()[:16], str(info.node_id), str(info.count), status_name, str(info.tally.yes), str(info.tally.no), str(info.tally.electorate), closes)
+        table.add_row(info.root.hex()[:16], str(info.node_id), str(info.count), info.tally.status.name.lower(), str(info.tally.yes),
+                      str(info.tally.no), str(info.tally.quorum), str(info.tally.electorate), closes)
     console.print(table)
 
 
 @click.command()
 @click.argument("batch")
-def show(batch: str) -> None:
+@format_option
+def show(batch: str, fmt: str) -> None:
     """Fetch batch BATCH (root or prefix), verify it against the chain, and print its experiences."""
     from dso.core.batch import summarize
     from dso.workflows.verify import fetch_and_verify, find_commitment
 
     registry = open_registry()
     root = resolve_root(registry, batch)
+    if fmt == "json":
+        from dso.workflows.review import review_batch, review_json
+
+        review = review_batch(registry, open_store(), root, load_config().deploy_block)
+        echo_json(review_json(review, registry.chain_time()))
+        if review.verification != "verified":
+            raise click.exceptions.Exit(1)
+        return
     commitment, submitter = find_commitment(registry, root, load_config().deploy_block)
     document = fetch_and_verify(open_store(), root.hex(), commitment, submitter)
     info = registry.batch(root)

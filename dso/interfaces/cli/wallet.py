@@ -23,6 +23,8 @@ from dso.edges.wallet import (
     wallets_dir,
 )
 
+from dso.interfaces.cli.options import echo_json, format_option
+
 PASSWORD_ENV_HELP = "Read the password from this environment variable instead of a prompt."
 
 
@@ -57,9 +59,13 @@ def wallet_import(name: str, key_file: str, password_env: str | None) -> None:
 
 
 @wallet.command("list")
-def wallet_list() -> None:
+@format_option
+def wallet_list(fmt: str) -> None:
     """List wallets (name, address, file) without decrypting them."""
     infos = list_wallets()
+    if fmt == "json":
+        echo_json({"wallets": [{"name": i.name, "address": i.address, "path": str(i.path), "problem": i.problem} for i in infos]})
+        return
     if not infos:
         click.echo(f"no wallets in {wallets_dir()}; create one with `dso wallet new NAME`")
         return
