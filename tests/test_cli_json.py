@@ -64,7 +64,7 @@ def test_every_listing_command_speaks_json(home, accounts):
 
     status = run_json("status")
     assert set(status) == {"version", "network", "voting_period", "quorum_bps", "membership_clock", "members", "nodes", "batches",
-                           "proposals", "chain_time"}
+                           "proposals", "chain_time", "library"}
     assert status["batches"] == {"pending": 3} and status["proposals"] == 1 and len(status["members"]) == 3
     assert status["nodes"][0] == {"id": 1, "address": dao.nodes[0].address, "active": True}
 
