@@ -29,9 +29,9 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -275,23 +275,32 @@ class Library:
     def report_count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
 
-    def aggregate(self, admitted_node_ids: Collection[int], policy: AcceptancePolicy | None = None, force: bool = False) -> AggregationSummary:
+    def aggregate(
+        self,
+        admitted_node_ids: Collection[int],
+        policy: AcceptancePolicy | None = None,
+        force: bool = False,
+        node_weights: Mapping[int, float] | None = None,
+    ) -> AggregationSummary:
         """Recompute the network entries from every stored report (see the module docstring).
+        `node_weights` (node id -> weight, e.g. `dso.workflows.sync.node_weights`) weight the
+        statistics and the acceptance bar; None gives every node the same weight.
 
-        Skipped (`unchanged=True`) when the reports, the admitted set and the policy are what the
-        last run saw, so calling it after every sync is cheap. One transaction: readers see the
-        old entries or the new ones.
+        Skipped (`unchanged=True`) when the reports, the admitted set, the policy and the weights are
+        what the last run saw, so calling it after every sync is cheap. One transaction: readers see
+        the old entries or the new ones.
         """
         policy = policy or AcceptancePolicy()
         admitted = sorted({int(n) for n in admitted_node_ids})
+        weights = None if node_weights is None else sorted((int(n), float(w)) for n, w in node_weights.items())
         fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "admitted": admitted,
-                                  "policy": [policy.min_nodes, policy.support_fraction, policy.min_confidence]})
+                                  "policy": [getattr(policy, f.name) for f in fields(policy)], "weights": weights})
         last = self._meta("aggregation")
         if not force and last is not None and json.loads(last)["fingerprint"] == fingerprint:
             return AggregationSummary(**json.loads(last)["summary"], unchanged=True)
         space = CodeSpace.of(self.embedder.model_id, self.embedder.dim)
         reports, published, capped = self._load_reports(space)
-        result = aggregate(reports, admitted, policy)
+        result = aggregate(reports, admitted, policy, node_weights=node_weights)
         now = int(time.time())
         rows = []
         vector_of = {r.experience_id: r.vector for r in reports}

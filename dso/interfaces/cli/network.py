@@ -49,3 +49,26 @@ def status() -> None:
         counts[info.tally.status.name.lower()] = counts.get(info.tally.status.name.lower(), 0) + 1
     table.add_row("batches", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
     console.print(table)
+    console.print(reputation_table(config.registry, config.deploy_block))
+
+
+def reputation_table(registry: str, deploy_block: int) -> Table | str:
+    """Each admitted node's reputation weight and the record it comes from, as of the last `dso sync`
+    (the weights the local library was aggregated with)."""
+    from dso.core.reputation import EPOCH_BLOCKS
+    from dso.workflows.sync import SyncState, chain_records, node_weights
+
+    path = dso_home() / "sync.json"
+    if not path.exists():
+        return "reputation: no sync yet (`dso sync` reads the chain's record and weighs each node)"
+    state = SyncState.load(path, registry, deploy_block)
+    as_of = max(state.next_block - 1, 0)
+    records, weights = chain_records(state, as_of), node_weights(state, as_of)
+    table = Table(title=f"reputation as of block {as_of} (last sync; epochs of {EPOCH_BLOCKS:,} blocks)")
+    for column in ("node", "address", "admitted at block", "epochs with work accepted", "batches rejected",
+                   "batches revoked", "experiences revoked", "weight"):
+        table.add_column(column, justify="left" if column == "address" else "right")
+    for node, record in records.items():
+        table.add_row(str(node), state.admitted[str(node)], str(record.admitted_block), str(record.accepted_epochs),
+                      str(record.rejected_batches), str(record.revoked_batches), str(record.revoked_leaves), f"{weights[node]:.3f}")
+    return table
