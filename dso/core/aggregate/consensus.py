@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
 from dso.core.aggregate.clipped_code import clipped_bitdelta_consensus
+from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports
+from dso.core.aggregate.core_words import core_words_index
 from dso.core.aggregate.geometric_median import geometric_median
 from dso.core.aggregate.krum import krum, multi_krum
 from dso.core.aggregate.majority import bitdelta_consensus
@@ -22,7 +23,6 @@ from dso.core.aggregate.medoid import medoid_index
 from dso.core.aggregate.policy import AcceptancePolicy, ceil_fraction
 from dso.core.aggregate.records import Report
 from dso.core.aggregate.trimmed_mean import trimmed_mean
-from dso.core.aggregate.core_words import core_words_index
 from dso.core.codec import SCALE_BYTES, unpack_scales
 from dso.errors import AggregationError, CodecError, InsufficientReports
 

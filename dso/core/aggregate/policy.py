@@ -79,10 +79,14 @@ class AcceptancePolicy:
       the ten honest nodes above are accepted; 1,000 active: 50; up to 60 active, ceil(0.05 * 60) = 3
       and min_nodes governs. Reports from nodes outside the admitted set are dropped before counting,
       so they neither add support nor raise the bar.
-    - ``min_confidence = 0.5``: at least half of the voting weight rates the experience at even odds
-      or better (every voice above the median is at least the median). Confidence is self-reported,
-      so this is a weak gate on its own; its median cannot be pushed outside the honest range by a
-      minority of the cluster's voices.
+    - ``min_confidence = 0.5``: a node endorses an experience it rates at even odds or better.
+      Confidence is self-reported, so this is a weak gate on its own; under "median" it is the bar
+      for the median of all voices, which a minority of the cluster's voices cannot push outside
+      the honest range (but attackers can be the majority of a niche cluster's voices).
+    - ``full_voice_weight = 0.5``: with `dso.core.reputation` weights, about two weeks of clean
+      tenure. On the Byzantine bench, honest nodes with a record count fully (no liveness lost)
+      while coalitions admitted two or three epochs ago count 0.16 and 0.19 of a voice per node
+      and got nothing accepted up to 45% of the nodes.
 
     CAUTION: no threshold both admits niche knowledge and stops a large coalition. c colluding
     admitted nodes of typical weight get an experience of their own accepted iff they reach the bar;

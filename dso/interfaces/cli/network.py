@@ -62,6 +62,8 @@ def reputation_table(registry: str, deploy_block: int) -> Table | str:
     if not path.exists():
         return "reputation: no sync yet (`dso sync` reads the chain's record and weighs each node)"
     state = SyncState.load(path, registry, deploy_block)
+    if state.lacks_blocks:
+        return "reputation: the sync checkpoint predates reputation; the next `dso sync` reads the blocks it needs"
     as_of = max(state.next_block - 1, 0)
     records, weights = chain_records(state, as_of), node_weights(state, as_of)
     table = Table(title=f"reputation as of block {as_of} (last sync; epochs of {EPOCH_BLOCKS:,} blocks)")
