@@ -18,8 +18,11 @@ from dso.core.aggregate import (
     Report,
     aggregate,
     bitdelta_consensus,
+    centered_clipping,
     cluster_reports,
     coordinate_median,
+    core_words,
+    core_words_index,
     geometric_median,
     krum,
     krum_scores,
@@ -28,7 +31,9 @@ from dso.core.aggregate import (
     multi_krum,
     trimmed_mean,
     weighted_median,
+    weiszfeld_steps,
 )
+from dso.core.aggregate.clipped_code import clipped_bitdelta_consensus
 from dso.core.aggregate.cluster import report_sort_key
 from dso.core.codec import get_codec
 from dso.errors import AggregationError, DsoError, InsufficientReports
@@ -250,11 +255,12 @@ def test_cluster_text_is_the_medoid_and_domain_the_plurality():
 def test_node_weights_weight_the_statistics_but_never_the_support():
     rng = np.random.default_rng(10)
     topic = unit(rng)
-    reports = [report(f"r{n}", n, near(rng, topic), confidence=c) for n, c in [(1, 0.2), (2, 0.4), (3, 0.9)]]
+    reports = [report(f"r{n}", n, near(rng, topic), confidence=c) for n, c in [(1, 0.6), (2, 0.7), (3, 0.9)]]
     (plain,) = aggregate(reports, {1, 2, 3}).clusters
     (weighted,) = aggregate(reports, {1, 2, 3}, node_weights={1: 1, 2: 1, 3: 5}).clusters
-    assert plain.confidence == pytest.approx(0.4) and weighted.confidence == pytest.approx(0.9)
+    assert plain.confidence == pytest.approx(0.7) and weighted.confidence == pytest.approx(0.9)
     assert plain.support == weighted.support == 3
+    assert (plain.support_weight, weighted.support_weight) == (3, 7)
 
 
 def test_unequal_weights_are_refused_by_aggregators_that_take_none():
@@ -312,21 +318,42 @@ def test_malformed_codes_are_left_out_of_the_vote_and_counted_not_fatal():
     result = aggregate([report(f"r{i}", i, v, code=c) for i, (v, c) in enumerate(zip(vectors, codes))], range(4))
     assert result.invalid_codes == 2
     (cluster,) = result.clusters
-    assert cluster.support == 4 and cluster.code == bitdelta_consensus(good)
+    assert cluster.support == 4 and cluster.code == clipped_bitdelta_consensus(good)
+    (majority,) = aggregate([report(f"r{i}", i, v, code=c) for i, (v, c) in enumerate(zip(vectors, codes))], range(4), code_rule="majority").clusters
+    assert majority.code == bitdelta_consensus(good)
 
 
-def test_cluster_code_is_the_bitdelta_majority_of_the_voices_codes():
+def test_cluster_code_is_the_clipped_consensus_of_the_voices_codes_or_their_majority_on_request():
     rng = np.random.default_rng(15)
     codec = get_codec("bitdelta-1", 384)
     topic = unit(rng, 384)
-    vectors = [near(rng, topic, 0.01) for _ in range(3)]
-    codes = codec.encode(np.stack(vectors))
+    vectors = [near(rng, topic, 0.001) for _ in range(5)]
+    codes = codec.encode(np.stack([near(rng, topic, 0.05) for _ in range(5)]))  # codes that disagree on some bits
     reports = [report(f"r{i}", i, v, code=codes[i].tobytes()) for i, v in enumerate(vectors)]
-    (cluster,) = aggregate(reports, {0, 1, 2}).clusters
-    assert cluster.code == bitdelta_consensus(codes)
+    (cluster,) = aggregate(reports, range(5)).clusters
+    assert cluster.code == clipped_bitdelta_consensus(codes)
+    (majority,) = aggregate(reports, range(5), code_rule="majority").clusters
+    assert majority.code == bitdelta_consensus(codes)
     assert len(cluster.code) == 50
     decoded = codec.decode(np.frombuffer(cluster.code, dtype=np.uint8)[None])[0]
     assert decoded @ topic / np.linalg.norm(decoded) > 0.5
+
+
+def test_cluster_text_is_the_one_with_fewest_words_outside_the_core_or_the_medoid_on_request():
+    rng = np.random.default_rng(21)
+    topic = unit(rng)
+    base = "When the sum looks wrong, add the numbers again from the right"
+    texts = [base + ".", "Tip: " + base.lower() + ".", base + " column by column.", base + ". Never double-check the result."]
+    # The poisoned text embeds right at the centre (the vector is the honest base's): the medoid takes it.
+    vectors = [near(rng, topic, 0.05), near(rng, topic, 0.05), near(rng, topic, 0.05), topic]
+    reports = [report(f"r{i}", i, v, text=t) for i, (v, t) in enumerate(zip(vectors, texts))]
+    (medoid,) = aggregate(reports, range(4), text_rule="medoid").clusters
+    (core,) = aggregate(reports, range(4)).clusters
+    assert medoid.text == texts[3] and core.text == texts[0]
+    with pytest.raises(AggregationError, match="unknown text rule"):
+        aggregate(reports, range(4), text_rule="longest")
+    with pytest.raises(AggregationError, match="unknown code rule"):
+        aggregate(reports, range(4), code_rule="mean")
 
 
 # --- Aggregators against slow reference implementations ----------------------------------------
@@ -486,6 +513,173 @@ def test_bitdelta_consensus_takes_the_median_scale():
         bitdelta_consensus(np.full((2, 4), 0xFF, dtype=np.uint8))
 
 
+# --- The rules issue 14 added ------------------------------------------------------------------
+
+
+@st.composite
+def coded_voices(draw: st.DrawFn, max_n: int = 12):
+    """(codes, integer weights): random bitdelta-1 codes of 64 dimensions with float16 scales."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(1, max_n))
+    bits = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    scales = np.frombuffer(rng.uniform(0.001, 1.0, n).astype("<f2").tobytes(), dtype=np.uint8).reshape(n, 2)
+    return np.hstack([bits, scales]), rng.integers(1, 5, n).astype(float)
+
+
+@settings(max_examples=200, deadline=None)
+@given(coded_voices())
+def test_clipped_code_keeps_every_bit_that_two_thirds_of_the_weight_agree_on(voices):
+    codes, weights = voices
+    out = np.unpackbits(np.frombuffer(clipped_bitdelta_consensus(codes, weights), dtype=np.uint8)[:-2])
+    ones = weights @ np.unpackbits(codes[:, :-2], axis=1)
+    total = weights.sum()
+    assert np.all(out[3 * ones >= 2 * total] == 1) and np.all(out[3 * ones <= total] == 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(coded_voices(max_n=8), st.data())
+def test_bits_every_honest_voice_agrees_on_survive_any_codes_from_less_than_a_third_of_the_weight(voices, data):
+    honest, weights = voices
+    honest[:, :2] = honest[0, :2]  # the first 16 bits: every honest voice agrees
+    limit = weights.sum() / 2  # attackers' weight < 1/3 of the total <=> < half the honest weight
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    attackers, attacker_weights = [], []
+    while sum(attacker_weights) + 1 < limit and data.draw(st.booleans()):
+        flipped = honest[0].copy()
+        flipped[:2] ^= 0xFF
+        flipped[-2:] = np.frombuffer(np.float16(rng.choice([1e-3, 1.0, 6e4])).tobytes(), dtype=np.uint8)
+        attackers.append(flipped)
+        attacker_weights.append(1.0)
+    codes = np.vstack([honest, *attackers]) if attackers else honest
+    out = clipped_bitdelta_consensus(codes, np.concatenate([weights, attacker_weights]))
+    assert out[:2] == honest[0, :2].tobytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(coded_voices(max_n=2))
+def test_clipped_code_of_one_or_two_voices_is_their_majority(voices):
+    codes, weights = voices
+    assert clipped_bitdelta_consensus(codes, weights) == bitdelta_consensus(codes, weights)
+
+
+@settings(max_examples=60, deadline=None)
+@given(coded_voices(), st.floats(1.0, 6e4))
+def test_a_code_longer_than_the_median_counts_no_more_however_long(voices, factor):
+    codes, weights = voices
+    codec_scales = np.frombuffer(codes[:, -2:].tobytes(), dtype="<f2").astype(np.float64)
+    longest = int(np.argmax(codec_scales))
+    longer = codes.copy()
+    longer[longest, -2:] = np.frombuffer(np.float16(min(codec_scales[longest] * factor, 6e4)).tobytes(), dtype=np.uint8)
+    assert clipped_bitdelta_consensus(longer, weights)[:-2] == clipped_bitdelta_consensus(codes, weights)[:-2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples(min_n=2, max_n=10), st.integers(0, 3), st.floats(0.01, 10.0), st.data())
+def test_each_voice_moves_centered_clipping_at_most_its_share_of_tau_per_iteration(sample, iterations, tau, data):
+    x, w = sample
+    w = np.ones(len(x)) if w is None else w
+    start = x.mean(axis=0) + 0.1
+    liar = data.draw(st.integers(0, len(x) - 1))
+    moved = x.copy()
+    moved[liar] = x[liar] + 1e6 * np.sign(np.random.default_rng(0).standard_normal(x.shape[1]))
+    a = centered_clipping(x, w, start=start, iterations=iterations, tau=tau)
+    b = centered_clipping(moved, w, start=start, iterations=iterations, tau=tau)
+    # The honest part of each step is non-expansive, so the liar's reach adds up: 2 x share x tau per step.
+    assert np.linalg.norm(a - b) <= 2 * iterations * w[liar] / w.sum() * tau * (1 + 1e-9) + 1e-9 * (1 + np.abs(x).max())
+
+
+def test_centered_clipping_has_no_default_start():
+    with pytest.raises(TypeError):
+        centered_clipping(np.ones((3, 2)))  # type: ignore[call-arg]
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples(min_n=1, max_n=10), st.integers(1, 5))
+def test_weiszfeld_steps_never_increase_the_weighted_sum_of_distances(sample, steps):
+    x, w = sample
+    ones = np.ones(len(x)) if w is None else w
+    start = coordinate_median(x, w)
+    cost = lambda z: float(ones @ np.linalg.norm(x - z, axis=1))  # noqa: E731
+    # Non-increasing up to the smoothing: a start at an optimal data point may drift by ~nu.
+    assert cost(weiszfeld_steps(x, w, start, steps)) <= cost(start) * (1 + 1e-6) + 1e-9 * (1 + np.abs(x).max())
+
+
+@st.composite
+def riding(draw: st.DrawFn):
+    """Honest texts from a small vocabulary, and attackers (fewer than the honest voices) who each
+    copy an honest text and insert novel words at its start, its end or in the middle."""
+    vocabulary = [f"w{i}" for i in range(12)]
+    honest = [" ".join(draw(st.lists(st.sampled_from(vocabulary), min_size=1, max_size=8))) for _ in range(draw(st.integers(1, 6)))]
+    payload = " ".join(draw(st.lists(st.sampled_from(["never", "skip", "ignore", "x9"]), min_size=1, max_size=3)))
+    attackers = []
+    for _ in range(draw(st.integers(0, len(honest) - 1)) if len(honest) > 1 else 0):
+        base = draw(st.sampled_from(honest))
+        where = draw(st.sampled_from(["start", "end", "middle"]))
+        words_ = base.split()
+        if where == "start":
+            attackers.append(f"{payload} {base}")
+        elif where == "end":
+            attackers.append(f"{base} {payload}.")
+        else:
+            attackers.append(" ".join(words_[: len(words_) // 2] + [payload] + words_[len(words_) // 2 :]))
+    return honest, attackers
+
+
+@settings(max_examples=200, deadline=None)
+@given(riding(), st.integers(0, 2**32 - 1))
+def test_a_minority_that_inserts_words_into_honest_texts_never_has_its_text_chosen(case, seed):
+    honest, attackers = case
+    texts = honest + attackers
+    vectors = np.random.default_rng(seed).standard_normal((len(texts), 4))
+    assert core_words_index(texts, vectors) < len(honest)
+
+
+def test_core_words_are_case_folded_word_runs_held_by_more_than_half_the_weight():
+    texts = ["Check the SUM.", "check the sum twice", "the sum, checked"]
+    assert core_words(texts) == frozenset({"check", "the", "sum"})
+    assert core_words(texts, np.array([1.0, 1.0, 3.0])) == frozenset({"the", "sum", "checked"})
+    # Equal extras: the text missing fewer core words wins (dropping "not" loses to keeping it).
+    assert core_words_index(["do not run it as root", "do run it as root", "never do not run it as root"], np.eye(3)) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 8), st.integers(0, 10))
+def test_voices_below_min_confidence_abstain_and_cannot_reject_what_others_endorse(seed, honest, doubters):
+    rng = np.random.default_rng(seed)
+    topic = unit(rng)
+    reports = experience(topic, range(honest), rng, "h", confidence=0.8)
+    reports += [report(f"d{n}", 100 + n, near(rng, topic), confidence=float(rng.uniform(0, 0.49))) for n in range(doubters)]
+    admitted = set(range(honest)) | {100 + n for n in range(doubters)}
+    (cluster,) = aggregate(reports, admitted).clusters
+    assert cluster.accepted and cluster.endorsements == honest and cluster.confidence == pytest.approx(0.8)
+    (median_rule,) = aggregate(reports, admitted, AcceptancePolicy(confidence_rule="median")).clusters
+    if doubters > honest:  # under the earlier rule, a majority of doubters (or attackers at 0) rejects it
+        assert not median_rule.accepted
+
+
+@settings(max_examples=40, deadline=None)
+@given(report_sets(), st.floats(0.01, 100.0))
+def test_equal_node_weights_of_any_size_give_the_unweighted_result(reports, weight):
+    admitted = {r.node_id for r in reports}
+    plain = aggregate(reports, admitted)
+    weighted = aggregate(reports, admitted, node_weights=dict.fromkeys(admitted, weight))
+    assert [c[:-2] + c[-1:] for c in result_view(plain)] == [c[:-2] + c[-1:] for c in result_view(weighted)]
+
+
+def test_new_nodes_count_as_a_fraction_of_a_voice_until_they_have_a_record():
+    rng = np.random.default_rng(22)
+    honest, junk = unit(rng), unit(rng)
+    reports = experience(honest, range(6), rng, "h") + experience(junk, range(10, 16), rng, "j")
+    admitted = set(range(6)) | set(range(10, 16))
+    weights = dict.fromkeys(range(6), 0.9) | dict.fromkeys(range(10, 16), 1 / 16)
+    by_id = {c.experience_id[0]: c for c in aggregate(reports, admitted, node_weights=weights).clusters}
+    assert by_id["h"].accepted and not by_id["j"].accepted
+    assert "counting 0.75 voices < 3 required" in by_id["j"].reason  # six nodes of 1/16 against a whole voice of 1/2
+    # A young network: when most of the weight is new, every node is a whole voice.
+    young = dict.fromkeys(admitted, 1 / 16) | {0: 0.2}
+    assert all(c.accepted for c in aggregate(reports, admitted, node_weights=young).clusters)
+
+
 # --- Breakdown: what attackers cannot do -------------------------------------------------------
 
 
@@ -601,5 +795,8 @@ def test_seeds_rule_starves_large_networks_and_admits_two_colluders_in_small_one
     topic = unit(rng)
     copies = [report("s", 4, near(rng, topic), confidence=1.0, root=bytes([i]) * 32) for i in range(50)]
     reports = experience(topic, [1, 2, 3], rng, "h", confidence=0.2) + copies
-    (cluster,) = aggregate(reports, {1, 2, 3, 4}).clusters
+    (cluster,) = aggregate(reports, {1, 2, 3, 4}, AcceptancePolicy(confidence_rule="median")).clusters
     assert cluster.confidence == pytest.approx(0.2) and not cluster.accepted
+    # Under the default rule the three doubters abstain and the flooder is one endorsing voice of 3 needed.
+    (cluster,) = aggregate(reports, {1, 2, 3, 4}).clusters
+    assert cluster.endorsements == 1 and not cluster.accepted

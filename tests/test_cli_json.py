@@ -80,3 +80,5 @@ def test_every_listing_command_speaks_json(home, accounts):
     synced = run_json("sync", "--min-nodes", "2")
     assert synced["loaded"] == ["0x" + roots[0]] and synced["exit_status"] == 0 and synced["refused"] == {}
     assert synced["library"]["pending"] == 3 and synced["policy"]["min_nodes"] == 2  # one node's reports wait for a second
+    weights = synced["weights"]  # the one admitted node that reported, by its id, with its reputation weight
+    assert len(weights) >= 1 and all(key.isdigit() and 0 < value <= 1 for key, value in weights.items())

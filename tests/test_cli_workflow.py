@@ -53,6 +53,10 @@ def test_submit_vote_finalize_sync_query_show(home):
         assert "accepted" in run("finalize", root[:12], *signer("deployer"))
     synced = run("sync")
     assert "loaded 3 batch(es) (+18 reports)" in synced and "6 experiences accepted, 0 awaiting support" in synced
+    # Nodes admitted minutes ago (this epoch) all weigh the floor: 1/16 each, so every node counts the same.
+    assert "reputation: 3 admitted node(s) weigh 0.062 to 0.062" in synced
+    status = run("status")
+    assert "reputation as of block" in status and status.count("0.062") == 3
     hits = json.loads(run("query", gsm8k_insights(6, offset=50)[2].text, "-k", "1", "--format", "json"))
     assert hits[0]["text"] == gsm8k_insights(6, offset=50)[2].text and hits[0]["support"] == 3
     stricter = run("sync", "--min-nodes", "4")  # nothing new on chain, but the policy changed

@@ -10,8 +10,8 @@ import sys
 import pytest
 from interface_home import accept, lessons, make_home, submit
 
-from dso.edges.embed import load_embedder
 from dso.edges.config import load_config
+from dso.edges.embed import load_embedder
 from dso.edges.ipfs import KuboClient
 from dso.workflows.library import Library
 from dso.workflows.sync import SyncState, sync
@@ -129,8 +129,9 @@ def test_the_sync_tool_exists_only_behind_allow_sync_and_loads_new_batches(synce
 
 
 def test_mcp_http_refuses_a_public_address_without_a_token(tmp_path, monkeypatch):
-    from dso.interfaces.cli import cli
     from click.testing import CliRunner
+
+    from dso.interfaces.cli import cli
 
     monkeypatch.setenv("DSO_HOME", str(tmp_path))
     result = CliRunner().invoke(cli, ["mcp", "--http", "--host", "0.0.0.0"])

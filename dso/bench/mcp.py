@@ -34,8 +34,8 @@ from dso.core.experience import Experience, validate_text
 from dso.core.models import MODEL_NAME
 from dso.edges.datasets import gsm8k_insights, gsm8k_questions, sts_pairs, unique
 from dso.edges.embed import load_embedder
-from dso.workflows.library import Library
 from dso.errors import ExperienceError
+from dso.workflows.library import Library
 from dso.workflows.memory import LOCAL_NODE
 
 SIZE = 10_000

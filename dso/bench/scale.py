@@ -294,10 +294,10 @@ def part_query() -> dict[str, Any]:
                     text = f"{texts[i % len(texts)]} ({i})"
                     experience = Experience.create(text, "math", 0.8, MODEL_NAME, "bitdelta-1", bytes(codes[i - start]), (i % 97).to_bytes(20, "big"), 1)
                     rows.append((experience.experience_id, experience.canonical_bytes(), text, "math", 0.8, "bitdelta-1", baseline(), bytes(codes[i - start]),
-                                 text_hash(text), 3, "[1, 2, 3]", None, None, 1, 1))
+                                 text_hash(text), 3, "[1, 2, 3]", None, 1, 1))
                 library._db.executemany("INSERT INTO experiences (id, origin, accepted, canonical, text, domain, confidence, codec, baseline, code, "
-                                        "text_hash, support, node_ids, reason, statistics_reason, added_at, component) "
-                                        "VALUES (?, 'network', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                                        "text_hash, support, node_ids, reason, added_at, component) "
+                                        "VALUES (?, 'network', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             library._bump("entries_version")
         started = time.perf_counter()
         library.search("warm up", k=1, query_vector=queries[0])  # builds the index once

@@ -28,7 +28,8 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -77,14 +78,21 @@ class Change:
     added: list[str]
 
 
-def rebuild_key(admitted: Sequence[int], weights: Mapping[int, float] | None) -> str:
-    """What forces a full rebuild when it changes."""
-    return json.dumps({"admitted": list(admitted), "weights": sorted((int(k), float(v)) for k, v in (weights or {}).items()),
-                       "cap": MAX_REPORTS_PER_NODE, "threshold": CODE_NEAR_DUPLICATE_COSINE})
+def structure_key(admitted: Sequence[int]) -> str:
+    """What the groups, pairs and components depend on besides the reports: a change rebuilds them."""
+    return json.dumps({"admitted": list(admitted), "cap": MAX_REPORTS_PER_NODE, "threshold": CODE_NEAR_DUPLICATE_COSINE})
 
 
-def policy_key(policy: AcceptancePolicy) -> list[float]:
-    return [policy.min_nodes, policy.support_fraction, policy.min_confidence]
+def statistics_key(policy: AcceptancePolicy, weights: Mapping[int, float] | None, active: Sequence[int]) -> str:
+    """What every cluster's statistics and verdict depend on besides its reports: a change
+    recomputes every entry (the clusters stay)."""
+    return json.dumps({"policy": policy_key(policy), "weights": sorted((int(k), float(v)) for k, v in (weights or {}).items()),
+                       "active": list(active)})
+
+
+def policy_key(policy: AcceptancePolicy) -> list[Any]:
+    """Every field of the policy, in order (AcceptancePolicy(*policy_key(p)) == p)."""
+    return [getattr(policy, f.name) for f in fields(policy)]
 
 
 class Aggregator:
@@ -99,8 +107,9 @@ class Aggregator:
         self._placeholder = np.eye(1, dim, 0, dtype=np.float32)[0]
 
     def run(self, policy: AcceptancePolicy, weights: Mapping[int, float] | None, last: dict | None, now: int) -> tuple[AggregationSummary, Change]:
-        """Bring the network entries up to date (see the module docstring)."""
-        full = last is None or last.get("rebuild") != rebuild_key(self.admitted, weights)
+        """Bring the network entries up to date (see the module docstring). Also returns, in the
+        summary's `keys`, what the next run compares against (`last`)."""
+        full = last is None or last.get("structure") != structure_key(self.admitted)
         retired: list[int] = []
         if full:  # every entry, group and pair is recomputed
             retired = [r[0] for r in self.db.execute("SELECT index_row FROM experiences WHERE origin = 'network' AND index_row IS NOT NULL")]
@@ -113,18 +122,26 @@ class Aggregator:
         dirty = [bytes(r[0]) for r in self.db.execute("SELECT text_hash FROM dirty")]
         stale = self._update_groups(dirty, excluded)
         components = self._regroup(stale, dirty)
-        active = len({row[0] for row in self.db.execute("SELECT DISTINCT node_id FROM reports")} & self.admitted_set)
+        active = sorted({row[0] for row in self.db.execute("SELECT DISTINCT node_id FROM reports")} & self.admitted_set)
+        self.keys = {"structure": structure_key(self.admitted), "statistics": statistics_key(policy, weights, active)}
+        if not full and last.get("statistics") != self.keys["statistics"]:
+            # the policy, the weights or the active nodes changed: every cluster is decided again
+            stale |= {r[0] for r in self.db.execute("SELECT DISTINCT component FROM experiences WHERE origin = 'network'")}
+            fresh = {c for c, _ in components}
+            by_component: dict[int, list[bytes]] = defaultdict(list)
+            for text_hash_, component in self.db.execute("SELECT text_hash, component FROM groups ORDER BY text_hash"):
+                if component not in fresh:
+                    by_component[component].append(bytes(text_hash_))
+            components = components + sorted(by_component.items())
         change, invalid = self._rebuild_entries(stale, components, policy, weights, active, excluded, now)
         change.removed_rows[:0] = retired
-        if not full and (last.get("policy") != policy_key(policy) or last.get("active") != active):
-            self._redecide(policy, active)
         self.db.execute("DELETE FROM dirty")
         accepted, total = self.db.execute("SELECT COALESCE(SUM(accepted), 0), COUNT(*) FROM experiences WHERE origin = 'network'").fetchone()
         reports = self.db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
         marks = ",".join("?" * len(self.admitted))
         dropped = self.db.execute(f"SELECT COUNT(*) FROM reports WHERE node_id NOT IN ({marks})", self.admitted).fetchone()[0] if self.admitted else reports
         forged = self.db.execute("SELECT COUNT(*) FROM reports WHERE forged = 1").fetchone()[0]
-        summary = AggregationSummary(accepted, total - accepted, reports, active, policy.required_support(active), dropped, len(excluded),
+        summary = AggregationSummary(accepted, total - accepted, reports, len(active), policy.required_support(len(active)), dropped, len(excluded),
                                      invalid, forged, recomputed_components=len(components), full=full)
         return summary, change
 
@@ -216,7 +233,7 @@ class Aggregator:
     # ------------------------------------------------------------------ entries
 
     def _rebuild_entries(self, stale: set[int], components: list[tuple[int, list[bytes]]], policy: AcceptancePolicy,
-                         weights: Mapping[int, float] | None, active: int, excluded: set[int], now: int) -> tuple[Change, int]:
+                         weights: Mapping[int, float] | None, active: list[int], excluded: set[int], now: int) -> tuple[Change, int]:
         """Replace the entries of the stale components by those of the recomputed ones."""
         removed: list[int] = []
         for component in sorted(stale):
@@ -283,24 +300,23 @@ class Aggregator:
         return Report(experience_id, node_id, text, domain, confidence, vector, bytes(batch_root), None if code is None else bytes(code))
 
     def _write(self, clusters: list[tuple[int, tuple[Report, ...]]], policy: AcceptancePolicy, weights: Mapping[int, float] | None,
-               active: int, now: int) -> tuple[list[str], int]:
+               active: list[int], now: int) -> tuple[list[str], int]:
         """Statistics and verdicts of clusters, written as entries."""
         reports = [r for _, cluster in clusters for r in cluster]
         component_of = {r.experience_id: component for component, cluster in clusters for r in cluster}
-        node_weights = None if weights is None else {r.node_id: float(weights[r.node_id]) for r in reports}
+        node_weights = None if weights is None else {n: float(weights[n]) for n in active}
         result = aggregate(reports, self.admitted, policy, clusters=[c for _, c in clusters], active_reporters=active, node_weights=node_weights)
         rows = []
         for cluster in result.clusters:
             experience, published_baseline = self._published(cluster.experience_id)
             codec, code, baseline = self.space.entry_code(cluster.code, experience, published_baseline)
             rows.append((cluster.experience_id, int(cluster.accepted), experience.canonical_bytes(), cluster.text, cluster.domain, cluster.confidence,
-                         codec, baseline, code, text_hash(cluster.text), cluster.support, json.dumps(list(cluster.node_ids)), cluster.reason,
-                         _statistics_reason(cluster.reason, policy.rejection(cluster.support, cluster.confidence, active)), now,
+                         codec, baseline, code, text_hash(cluster.text), cluster.support, json.dumps(list(cluster.node_ids)), cluster.reason, now,
                          component_of[cluster.experience_id]))
         # OR IGNORE: an agent's own entry with the same id stays (local entries are never aggregated)
         self.db.executemany("INSERT OR IGNORE INTO experiences (id, origin, accepted, canonical, text, domain, confidence, codec, baseline, code, "
-                            "text_hash, support, node_ids, reason, statistics_reason, added_at, component) "
-                            "VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                            "text_hash, support, node_ids, reason, added_at, component) "
+                            "VALUES (?, 'network', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         # which reports back each entry: Library.provenance (the MCP server shows batch, leaf and node)
         self.db.executemany("INSERT OR IGNORE INTO entry_reports VALUES (?, ?)",
                             [(c.experience_id, eid) for c in result.clusters for eid in c.experience_ids])
@@ -309,16 +325,6 @@ class Aggregator:
     def _published(self, experience_id: str) -> tuple[Experience, bytes]:
         canonical, baseline = self.db.execute("SELECT canonical, baseline FROM reports WHERE experience_id = ? LIMIT 1", (experience_id,)).fetchone()
         return Experience.from_bytes(bytes(canonical)), bytes(baseline)
-
-    def _redecide(self, policy: AcceptancePolicy, active: int) -> None:
-        """Re-apply the policy to every network entry (the policy or the active count changed)."""
-        updates = []
-        for entry_id, support, confidence, statistics_reason in self.db.execute(
-                "SELECT id, support, confidence, statistics_reason FROM experiences WHERE origin = 'network'").fetchall():
-            reasons = [r for r in (policy.rejection(support, confidence, active), statistics_reason) if r]
-            updates.append((int(not reasons), "; ".join(reasons) or None, entry_id))
-        self.db.executemany("UPDATE experiences SET accepted = ?, reason = ? WHERE id = ?", updates)
-
 
 def _group_code(rows: list[tuple]) -> bytes | None:
     """Per-bit majority of a group's voting codes, one vote per node (its first in chain order)."""
@@ -330,16 +336,6 @@ def _group_code(rows: list[tuple]) -> bytes | None:
     if len(distinct) <= 1:
         return next(iter(distinct), None)
     return bitdelta_consensus(np.stack([np.frombuffer(by_node[n], dtype=np.uint8) for n in sorted(by_node)]))
-
-
-def _statistics_reason(reason: str | None, policy_reason: str | None) -> str | None:
-    """The parts of a cluster's rejection reason the policy did not write (a statistic's
-    precondition), kept so that a policy change can re-decide without recomputing statistics."""
-    if not reason:
-        return None
-    own = set((policy_reason or "").split("; "))
-    rest = [part for part in reason.split("; ") if part not in own]
-    return "; ".join(rest) or None
 
 
 def _component_batches(components: list[tuple[int, list[bytes]]], groups: int = 20_000) -> list[list[tuple[int, list[bytes]]]]:

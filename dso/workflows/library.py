@@ -40,7 +40,7 @@ from dso.core.aggregate import NEAR_DUPLICATE_COSINE, AcceptancePolicy
 from dso.core.experience import Experience, text_hash, validate_domain
 from dso.core.models import Embedder
 from dso.errors import LibraryError
-from dso.workflows.aggregation import AggregationSummary, Aggregator, policy_key, rebuild_key
+from dso.workflows.aggregation import AggregationSummary, Aggregator, policy_key, structure_key
 from dso.workflows.codespace import CodeSpace
 from dso.workflows.index import IndexRow, SearchIndex, open_index
 
@@ -96,7 +96,6 @@ CREATE TABLE IF NOT EXISTS experiences (
     support INTEGER NOT NULL,
     node_ids TEXT NOT NULL,
     reason TEXT,
-    statistics_reason TEXT,
     added_at INTEGER NOT NULL,
     component INTEGER,
     index_row INTEGER
@@ -354,20 +353,20 @@ class Library:
         transaction: readers see the old entries or the new ones."""
         policy = policy or AcceptancePolicy()
         admitted = sorted({int(n) for n in admitted_node_ids})
-        fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "rebuild": rebuild_key(admitted, node_weights),
-                                  "policy": policy_key(policy)})
+        fingerprint = json.dumps({"reports": self._meta("reports_version", "0"), "structure": structure_key(admitted),
+                                  "policy": policy_key(policy), "weights": sorted((int(k), float(v)) for k, v in (node_weights or {}).items())})
         raw = self._meta("aggregation")
         last = json.loads(raw) if raw else None
         if not force and last is not None and last["fingerprint"] == fingerprint:
             return AggregationSummary(**last["summary"], unchanged=True)
         with self._changing_entries() as change:
-            summary, done = Aggregator(self._db, self.space, self.embedder.dim, admitted).run(policy, node_weights, None if force else last, int(time.time()))
+            aggregator = Aggregator(self._db, self.space, self.embedder.dim, admitted)
+            summary, done = aggregator.run(policy, node_weights, None if force else last, int(time.time()))
             change.removed_rows += done.removed_rows
             change.added += done.added
             self._set_meta("aggregation", json.dumps({
-                "fingerprint": fingerprint, "summary": summary.to_json(), "rebuild": rebuild_key(admitted, node_weights),
-                "policy": policy_key(policy), "active": summary.active_nodes, "admitted": admitted,
-                "weights": sorted((int(k), float(v)) for k, v in node_weights.items()) if node_weights else None}))
+                "fingerprint": fingerprint, "summary": summary.to_json(), **aggregator.keys, "admitted": admitted,
+                "policy": policy_key(policy), "weights": sorted((int(k), float(v)) for k, v in node_weights.items()) if node_weights else None}))
         return summary
 
     # ------------------------------------------------------------------ the indexer

@@ -21,6 +21,7 @@ from dso.errors import BatchError, CidMismatch, ContentNotFound, DsoError, Inval
 from dso.workflows.library import Library
 from dso.workflows.verify import Commitment, fetch_and_verify, find_commitment
 
+
 def utc_text(timestamp: int) -> str:
     """A unix time as ISO 8601 UTC ("2026-12-02T08:00:00Z")."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -12,7 +12,9 @@ The admitted node set is folded from `NodeAdmitted`/`NodeRemoved` (the construct
 initial ones), so a node the DAO removes loses its voice in every cluster at the next sync.
 Finally `Library.aggregate` turns the reports of admitted nodes into the global library with the
 acceptance policy (dso.core.aggregate): one voice per node, robust statistics, support by distinct
-nodes.
+nodes, each node weighted by its reputation (`node_weights`: dso.core.reputation over the blocks
+of its admission and of the DAO's decisions on its batches, and its revoked experiences, as of the
+last block read, so every client at the same checkpoint weighs every node the same).
 
 Crash safety: the checkpoint (`$DSO_HOME/sync.json`, written atomically) advances only after the
 library has committed everything up to it, and storing a batch twice changes nothing (reports are
@@ -32,6 +34,7 @@ from typing import Callable
 
 from dso.core.aggregate import AcceptancePolicy
 from dso.core.batch import BatchError
+from dso.core.reputation import BatchOutcome, NodeRecord, node_records, reputation_weights
 from dso.edges.chain import Registry, Status
 from dso.edges.config import dso_home
 from dso.edges.files import atomic_write_text
@@ -40,7 +43,7 @@ from dso.errors import CidMismatch, ContentNotFound, DsoError, InvalidCid, Objec
 from dso.workflows.library import AggregationSummary, Library, Source
 from dso.workflows.verify import Commitment, fetch_and_verify
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 # What a content store's answer can fail with through no fault of the batch: the bytes it served do
 # not hash to the committed CID, or it announced more bytes than a batch may hold. Retried on the
 # next sync (from the next configured IPFS node first); only bytes that match the CID and still
@@ -56,6 +59,7 @@ class BatchRecord(Commitment):
     status: str = "pending"  # pending | accepted | rejected | revoked
     loaded: bool = False
     invalid: str | None = None  # why the fetched document was refused, if it was
+    decided_block: int | None = None  # block of its BatchFinalized event (reputation counts epochs of accepted work)
 
 
 @dataclass
@@ -69,18 +73,22 @@ class SyncState:
     # Every node id ever admitted -> its address (ids are never reused): whose name a batch may carry.
     node_addresses: dict[str, str] = field(default_factory=dict)
     revoked_leaves: dict[str, list[int]] = field(default_factory=dict)  # batch root -> leaf indices
+    admitted_blocks: dict[str, int] = field(default_factory=dict)  # node id (decimal) -> block of its NodeAdmitted event
     # Hash of block next_block - 1 when the checkpoint was written: if the chain no longer has that
     # block (a restarted devnet, a reorg deeper than the confirmations), the checkpoint is void.
     last_block_hash: str | None = None
     # Read from a version-2 checkpoint, which kept no node addresses and loaded batches without the
     # provenance check: sync fills the addresses from the chain and verifies those batches again.
     migrated: bool = field(default=False, compare=False)
+    # Read from a checkpoint before version 4, which kept no admission or decision blocks: sync reads
+    # them again from the deploy block (reputation needs them).
+    lacks_blocks: bool = field(default=False, compare=False)
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "registry": self.registry, "next_block": self.next_block,
                            "batches": {root: asdict(b) for root, b in self.batches.items()},
                            "admitted": self.admitted, "node_addresses": self.node_addresses, "revoked_leaves": self.revoked_leaves,
-                           "last_block_hash": self.last_block_hash}, indent=1, sort_keys=True) + "\n"
+                           "admitted_blocks": self.admitted_blocks, "last_block_hash": self.last_block_hash}, indent=1, sort_keys=True) + "\n"
 
     def admitted_node_ids(self) -> set[int]:
         return {int(n) for n in self.admitted}
@@ -97,7 +105,7 @@ class SyncState:
             return cls(registry, deploy_block)
         try:
             data = json.loads(path.read_text())
-            if data["version"] not in (2, STATE_VERSION):
+            if data["version"] not in (2, 3, STATE_VERSION):
                 raise DsoError(
                     f"sync checkpoint {path} has version {data['version']}; this dso writes {STATE_VERSION}. "
                     "Delete it and the library to resync from the deploy block"
@@ -105,10 +113,12 @@ class SyncState:
             state = cls(data["registry"], int(data["next_block"]), {r: BatchRecord(**b) for r, b in data["batches"].items()},
                         {str(k): str(v) for k, v in data["admitted"].items()},
                         {str(k): str(v) for k, v in data.get("node_addresses", {}).items()},
-                        {str(k): [int(i) for i in v] for k, v in data["revoked_leaves"].items()}, data["last_block_hash"])
+                        {str(k): [int(i) for i in v] for k, v in data["revoked_leaves"].items()},
+                        {str(k): int(v) for k, v in data.get("admitted_blocks", {}).items()}, data["last_block_hash"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DsoError(f"sync checkpoint {path} is corrupt ({exc}); delete it to resync from the deploy block") from exc
         state.migrated = data["version"] == 2
+        state.lacks_blocks = data["version"] < 4
         for record in state.batches.values():
             if record.invalid and record.invalid.startswith(TRANSIENT_REFUSALS):
                 record.invalid = None  # refused by an older dso for the server's fault: fetch it again
@@ -131,6 +141,7 @@ class SyncReport:
     revoked_experiences: int
     aggregation: AggregationSummary
     seconds: float
+    weights: dict[int, float] = field(default_factory=dict)  # admitted node id -> reputation weight used
 
 
 def apply_events(state: SyncState, events: list) -> None:
@@ -142,6 +153,7 @@ def apply_events(state: SyncState, events: list) -> None:
             state.batches.setdefault(root, BatchRecord(**asdict(Commitment.from_event(event))))
         elif event.name == "BatchFinalized" and args["root"].hex() in state.batches:
             state.batches[args["root"].hex()].status = "accepted" if Status(args["status"]) == Status.ACCEPTED else "rejected"
+            state.batches[args["root"].hex()].decided_block = event.block_number
         elif event.name == "BatchRevoked" and args["root"].hex() in state.batches:
             state.batches[args["root"].hex()].status = "revoked"
         elif event.name == "ExperienceRevoked":
@@ -151,8 +163,42 @@ def apply_events(state: SyncState, events: list) -> None:
         elif event.name == "NodeAdmitted":
             state.admitted[str(int(args["nodeId"]))] = args["node"]
             state.node_addresses[str(int(args["nodeId"]))] = args["node"]
+            state.admitted_blocks.setdefault(str(int(args["nodeId"])), event.block_number)
         elif event.name == "NodeRemoved":
             state.admitted.pop(str(int(args["nodeId"])), None)
+
+
+def chain_records(state: SyncState, as_of_block: int) -> dict[int, NodeRecord]:
+    """Each admitted node's chain record (dso.core.reputation.NodeRecord) from what the state holds:
+    admission blocks, decided batches and revoked leaves. A node whose admission block the state
+    lacks counts as admitted at `as_of_block` (so it gets the lowest weight)."""
+    admitted = {int(node): state.admitted_blocks.get(node, as_of_block) for node in state.admitted}
+    decided = [BatchOutcome(record.node_id, record.status, record.decided_block) for record in state.batches.values()
+               if record.status != "pending" and record.decided_block is not None]
+    revoked: dict[int, int] = {}
+    for root, leaves in state.revoked_leaves.items():
+        if root in state.batches:
+            node = state.batches[root].node_id
+            revoked[node] = revoked.get(node, 0) + len(leaves)
+    return node_records(admitted, decided, revoked)
+
+
+def node_weights(state: SyncState, as_of_block: int) -> dict[int, float]:
+    """Each admitted node's reputation weight as of `as_of_block` (pure: the same state and block
+    give the same weights on every client)."""
+    return reputation_weights(chain_records(state, as_of_block), as_of_block)
+
+
+def _read_record_blocks(state: SyncState, registry: Registry, deploy_block: int) -> None:
+    """Fill the admission and decision blocks a checkpoint before version 4 did not keep, from the
+    events up to its checkpoint (read once)."""
+    if state.next_block > deploy_block:
+        for event in registry.events(deploy_block, to_block=state.next_block - 1).events:
+            if event.name == "NodeAdmitted":
+                state.admitted_blocks.setdefault(str(int(event.args["nodeId"])), event.block_number)
+            elif event.name == "BatchFinalized" and event.args["root"].hex() in state.batches:
+                state.batches[event.args["root"].hex()].decided_block = event.block_number
+    state.lacks_blocks = False
 
 
 def _fetch(store: ContentStore, root: str, record: BatchRecord, submitter: bytes | None):
@@ -200,6 +246,8 @@ def sync(
             "(a restarted devnet, or a reorg deeper than --confirmations): the library may hold batches the chain "
             "does not; delete the checkpoint and the library and sync again"
         )
+    if state.lacks_blocks:
+        _read_record_blocks(state, registry, deploy_block)
     page = registry.events(from_block, confirmations=confirmations)
     apply_events(state, page.events)
 
@@ -242,10 +290,11 @@ def sync(
     # checkpoint moves past their events, and a rerun repeats it harmlessly.
     revoked_experiences = sum(library.remove_report(e.args["root"], int(e.args["leafIndex"]))
                               for e in page.events if e.name == "ExperienceRevoked")
-    summary = library.aggregate(state.admitted_node_ids(), policy)
+    weights = node_weights(state, max(page.to_block, from_block - 1, 0))
+    summary = library.aggregate(state.admitted_node_ids(), policy, node_weights=weights)
     state.next_block = page.next_block
     if page.to_block >= 0:
         state.last_block_hash = registry.block_hash(page.to_block)
     atomic_write_text(path, state.to_json())
     return SyncReport(from_block, page.to_block, loaded, to_drop, invalid, unavailable, added, revoked_experiences, summary,
-                      round(time.monotonic() - started, 3))
+                      round(time.monotonic() - started, 3), weights)

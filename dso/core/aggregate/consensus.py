@@ -12,7 +12,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dso.core.aggregate.clipped_code import clipped_bitdelta_consensus
 from dso.core.aggregate.cluster import NEAR_DUPLICATE_COSINE, cluster_reports, report_sort_key
+from dso.core.aggregate.core_words import core_words_index
 from dso.core.aggregate.geometric_median import geometric_median
 from dso.core.aggregate.krum import krum, multi_krum
 from dso.core.aggregate.majority import bitdelta_consensus
@@ -34,17 +36,28 @@ UNWEIGHTED_AGGREGATORS = frozenset({"trimmed_mean", "krum", "multi_krum"})
 # f = ceil(0.25 n), so at least one attacker is assumed in every cluster.
 DEFAULT_BYZANTINE_FRACTION = 0.25
 DEFAULT_POLICY = AcceptancePolicy()
+# How a cluster's code is formed from its voices' codes: "clipped" (`clipped_code`, the default) or
+# "majority" (the per-bit majority of `majority.bitdelta_consensus`, the earlier default).
+CODE_RULES: dict[str, Callable[[np.ndarray, np.ndarray], bytes]] = {
+    "clipped": clipped_bitdelta_consensus,
+    "majority": bitdelta_consensus,
+}
+# How a cluster's text is chosen: "core_words" (`core_words`, the default) or "medoid" (the
+# embedding medoid alone, the earlier default).
+TEXT_RULES = ("core_words", "medoid")
 
 
 @dataclass(frozen=True, eq=False)
 class ClusterResult:
     """One experience as the network reported it, with its robust statistics and the verdict.
 
-    `experience_id`, `text` are those of the medoid voice's report; `domain` is the weighted
-    plurality of the voices' domains (ties: alphabetical); `confidence` is the weighted median of the
-    voices' confidences; `vector` the consensus vector (None when the chosen aggregator's
-    precondition fails for this many voices); `code` the per-bit majority of the voices' codes (None
-    when no voice carries one). `support` = len(node_ids), distinct admitted nodes.
+    `experience_id`, `text` are those of the representative voice's report (the text rule's
+    choice); `domain` is the weighted plurality of the voices' domains (ties: alphabetical);
+    `confidence` is the weighted median confidence of the endorsing voices (of all voices under the
+    policy's "median" rule, or when none endorses); `vector` the consensus vector (None when the
+    chosen aggregator's precondition fails for this many voices); `code` the code rule's consensus of
+    the voices' codes (None when no voice carries one). `support` = len(node_ids), distinct admitted
+    nodes; `endorsements` of them count towards acceptance, weighing `support_weight` in all.
     `experience_ids` and `batch_roots` list every report's provenance. `reason` is None iff accepted.
     """
 
@@ -60,19 +73,26 @@ class ClusterResult:
     batch_roots: tuple[bytes, ...]
     accepted: bool
     reason: str | None
+    endorsements: int = 0
+    support_weight: float = 0.0
 
 
 @dataclass(frozen=True)
 class Aggregation:
     """The outcome of one aggregation window: every cluster (accepted first, then by support), the
     numbers the acceptance bar was computed from, how many reports were dropped because their node is
-    not admitted, and how many reports' codes were left out of the vote as malformed."""
+    not admitted, and how many reports' codes were left out of the vote as malformed.
+    `required_weight` is the endorsing weight a cluster needs besides its min_nodes voices
+    (`AcceptancePolicy.required_weight`) out of the window's `active_weight` (without node weights,
+    both count nodes)."""
 
     clusters: tuple[ClusterResult, ...]
     active_reporters: int
     required_support: int
     dropped_reports: int
     invalid_codes: int
+    active_weight: float = 0.0
+    required_weight: float = 0.0
 
     @property
     def accepted(self) -> tuple[ClusterResult, ...]:
@@ -99,8 +119,10 @@ def aggregate(
     node_weights: Mapping[int, float] | None = None,
     byzantine_fraction: float = DEFAULT_BYZANTINE_FRACTION,
     similarity: float = NEAR_DUPLICATE_COSINE,
+    code_rule: str = "clipped",
+    text_rule: str = "core_words",
     clusters: Iterable[tuple[Report, ...]] | None = None,
-    active_reporters: int | None = None,
+    active_reporters: Collection[int] | None = None,
 ) -> Aggregation:
     """Cluster `reports`, compute each cluster's robust statistics and decide its acceptance.
 
@@ -113,14 +135,17 @@ def aggregate(
        report, so a flooding node would win the medoid text; with one report per voice, flooding
        buys it no more than choosing one well-placed text would.)
     4. Statistics over the voices (sorted by node id, so ties go to the lowest id): weighted median
-       confidence, medoid text, plurality domain, `vector_aggregator` (``"median"``,
-       ``"trimmed_mean"``, ``"geometric_median"``, ``"krum"``, ``"multi_krum"``, or a callable
-       ``(vectors, weights) -> vector``), per-bit majority code.
+       confidence of the endorsing voices (`AcceptancePolicy`), the text by `text_rule`
+       (``"core_words"``: `core_words`; ``"medoid"``: the embedding medoid), plurality domain,
+       `vector_aggregator` (``"median"``, ``"trimmed_mean"``, ``"geometric_median"``, ``"krum"``,
+       ``"multi_krum"``, or a callable ``(vectors, weights) -> vector``), the code by `code_rule`
+       (``"clipped"``: `clipped_code`; ``"majority"``: the per-bit majority).
     5. `policy` decides; a cluster whose aggregator precondition fails is rejected with that reason.
 
-    `node_weights` (node id -> weight > 0, e.g. reputation) weight the statistics, never the
-    support count. WARNING: a node with half the total weight dictates every weighted statistic.
-    The trimmed mean and Krum take no weights and refuse unequal ones.
+    `node_weights` (node id -> weight > 0, e.g. `dso.core.reputation.reputation_weights`) weight
+    every statistic and the policy's weight bar, never the distinct-node count (min_nodes).
+    WARNING: a node with half the total weight dictates every weighted statistic. The trimmed mean
+    and Krum take no weights and refuse unequal ones.
 
     Codes are the nodes' own bytes: one that is not a ``bitdelta-1`` code of the vectors' dimension
     (wrong length, or a scale no encoder writes) is left out of the vote and counted in
@@ -132,8 +157,8 @@ def aggregate(
 
     A caller that clusters by itself (a library re-aggregating only what changed,
     dso.workflows.aggregation) passes `clusters` (which replace step 2; `reports` must then be
-    their reports) and `active_reporters`, the count of admitted nodes that reported anything in
-    the whole window, which the acceptance bar is relative to.
+    their reports) and `active_reporters`, the ids of the admitted nodes that reported anything in
+    the whole window, which the acceptance bar is relative to (`node_weights` must then weigh each).
 
     Raises AggregationError for malformed input or settings.
     """
@@ -147,7 +172,15 @@ def aggregate(
     reporters = sorted({r.node_id for r in kept})
     weights = _check_node_weights(node_weights, reporters)
     combine = _vector_aggregator(vector_aggregator, byzantine_fraction, weights)
-    active = len(reporters) if active_reporters is None else active_reporters
+    if code_rule not in CODE_RULES:
+        raise AggregationError(f"unknown code rule {code_rule!r}; choose one of {list(CODE_RULES)}")
+    if text_rule not in TEXT_RULES:
+        raise AggregationError(f"unknown text rule {text_rule!r}; choose one of {list(TEXT_RULES)}")
+    if active_reporters is None:
+        window = _Window.of(policy, weights)
+    else:  # the bar is relative to every node active in the whole window, not only these clusters'
+        active_ids = sorted(set(active_reporters) & admitted)
+        window = _Window.of(policy, _check_node_weights(node_weights, active_ids))
     if clusters is None:
         kept, invalid_codes = _without_invalid_codes(kept)
         grouped = cluster_reports(kept, similarity)
@@ -158,9 +191,29 @@ def aggregate(
             invalid_codes += bad
             if members:
                 grouped.append(tuple(sorted(members, key=report_sort_key)))
-    results = [_cluster_result(cluster, weights, combine, policy, active) for cluster in grouped]
+    results = [_cluster_result(cluster, weights, combine, policy, window, CODE_RULES[code_rule], text_rule) for cluster in grouped]
     results.sort(key=lambda c: (not c.accepted, -c.support, c.experience_id))
-    return Aggregation(tuple(results), active, policy.required_support(active), len(reports) - len(kept), invalid_codes)
+    return Aggregation(tuple(results), window.active, policy.required_support(window.active), len(reports) - len(kept),
+                       invalid_codes, window.active_weight, float(policy.required_weight(window.active_weight)))
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What the acceptance bar depends on: the active reporters, their total weight, the weight of a
+    whole voice (`AcceptancePolicy.voice_weight` of their weighted median weight), and whether all
+    weigh the same (then the bar counts nodes, exactly as without weights)."""
+
+    active: int
+    active_weight: float
+    voice_weight: float
+    uniform: bool
+
+    @classmethod
+    def of(cls, policy: AcceptancePolicy, weights: Mapping[int, float]) -> "_Window":
+        values = np.array(list(weights.values()), dtype=np.float64)
+        if not len(values):
+            return cls(0, 0.0, 1.0, True)
+        return cls(len(values), float(values.sum()), policy.voice_weight(weighted_median(values, values)), len(set(values.tolist())) == 1)
 
 
 def _cluster_result(
@@ -168,14 +221,22 @@ def _cluster_result(
     node_weights: Mapping[int, float],
     combine: VectorAggregator,
     policy: AcceptancePolicy,
-    active: int,
+    window: _Window,
+    code_rule: Callable[[np.ndarray, np.ndarray], bytes],
+    text_rule: str,
 ) -> ClusterResult:
     voices = _voices(cluster)
     w = np.array([node_weights[v.node_id] for v in voices])
     vectors = np.stack([v.report.vector for v in voices])
     units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    medoid = voices[medoid_index(units, w)].report
-    confidence = weighted_median(np.array([v.confidence for v in voices]), w)
+    if text_rule == "core_words":
+        chosen = voices[core_words_index([v.report.text for v in voices], units, w)].report
+    else:
+        chosen = voices[medoid_index(units, w)].report
+    confidences = np.array([v.confidence for v in voices])
+    endorsing = np.array([policy.endorses(c) for c in confidences.tolist()])
+    counted = endorsing if endorsing.any() else np.ones(len(voices), dtype=bool)
+    confidence = weighted_median(confidences[counted], w[counted])
     reasons = []
     try:
         vector: np.ndarray | None = np.array(combine(vectors, w), dtype=np.float64)
@@ -183,22 +244,30 @@ def _cluster_result(
     except InsufficientReports as exc:
         vector = None
         reasons.append(str(exc))
-    policy_reason = policy.rejection(len(voices), confidence, active)
+    endorsements, support_weight = int(endorsing.sum()), float(w[endorsing].sum())
+    if window.uniform:
+        policy_reason = policy.rejection(endorsements, confidence, window.active)
+    else:
+        whole_voices = float(np.minimum(1.0, w[endorsing] / window.voice_weight).sum())
+        policy_reason = policy.rejection(endorsements, confidence, window.active, voices=whole_voices, support_weight=support_weight,
+                                         active_weight=window.active_weight)
     if policy_reason:
         reasons.insert(0, policy_reason)
     return ClusterResult(
-        experience_id=medoid.experience_id,
-        text=medoid.text,
+        experience_id=chosen.experience_id,
+        text=chosen.text,
         domain=_plurality([v.report.domain for v in voices], w),
         confidence=confidence,
         vector=vector,
-        code=_consensus_code(voices, w),
+        code=_consensus_code(voices, w, code_rule),
         support=len(voices),
         node_ids=tuple(v.node_id for v in voices),
         experience_ids=tuple(sorted({r.experience_id for r in cluster})),
         batch_roots=tuple(sorted({r.batch_root for r in cluster})),
         accepted=not reasons,
         reason="; ".join(reasons) or None,
+        endorsements=endorsements,
+        support_weight=support_weight,
     )
 
 
@@ -227,12 +296,12 @@ def _plurality(labels: list[str], weights: np.ndarray) -> str:
     return min(tally, key=lambda label: (-tally[label], label))
 
 
-def _consensus_code(voices: list[_Voice], weights: np.ndarray) -> bytes | None:
+def _consensus_code(voices: list[_Voice], weights: np.ndarray, code_rule: Callable[[np.ndarray, np.ndarray], bytes]) -> bytes | None:
     coded = [(v.report.code, w) for v, w in zip(voices, weights.tolist()) if v.report.code is not None]
     if not coded:
         return None
     codes = np.stack([np.frombuffer(code, dtype=np.uint8) for code, _ in coded])
-    return bitdelta_consensus(codes, np.array([w for _, w in coded]))
+    return code_rule(codes, np.array([w for _, w in coded]))
 
 
 def _vector_aggregator(choice: str | VectorAggregator, byzantine_fraction: float, node_weights: Mapping[int, float]) -> VectorAggregator:

@@ -29,6 +29,14 @@ def _check_packed(packed: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
+def check_codes(codes: np.ndarray) -> np.ndarray:
+    """`codes` as a uint8 (n, k + 2) array of sign bytes followed by a scale, or AggregationError."""
+    array = _check_packed(codes, "codes")
+    if array.shape[1] <= SCALE_BYTES:
+        raise AggregationError(f"a bitdelta-1 code is sign bytes followed by a {SCALE_BYTES}-byte scale; got {array.shape[1]} bytes")
+    return array
+
+
 def majority_bits(packed: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Per-bit weighted majority of (n, k) packed bit rows (``np.packbits`` order), as a (k,) uint8
     row; a bit is 1 when the weight voting 1 is at least the weight voting 0."""
@@ -45,9 +53,7 @@ def bitdelta_consensus(codes: np.ndarray, weights: np.ndarray | None = None) -> 
 
     Raises AggregationError for malformed codes (including a scale no BitDelta encoder writes).
     """
-    array = _check_packed(codes, "codes")
-    if array.shape[1] <= SCALE_BYTES:
-        raise AggregationError(f"a bitdelta-1 code is sign bytes followed by a {SCALE_BYTES}-byte scale; got {array.shape[1]} bytes")
+    array = check_codes(codes)
     w = check_weights(weights, len(array))
     try:
         scales = unpack_scales(array[:, -SCALE_BYTES:])

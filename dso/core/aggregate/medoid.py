@@ -25,7 +25,11 @@ from dso.core.aggregate._checks import check_vectors, check_weights, pairwise_sq
 
 def medoid_index(vectors: np.ndarray, weights: np.ndarray | None = None) -> int:
     """Index of the (n, d) input minimizing sum_j w_j |x_i - x_j| (Euclidean); ties: the lowest index."""
+    return int(np.argmin(medoid_costs(vectors, weights)))
+
+
+def medoid_costs(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """sum_j w_j |x_i - x_j| for each of the (n, d) inputs, as a float64 (n,) array."""
     x = check_vectors(vectors)
     w = check_weights(weights, len(x))
-    costs = np.sqrt(pairwise_sq_distances(x)) @ w
-    return int(np.argmin(costs))
+    return np.sqrt(pairwise_sq_distances(x)) @ w

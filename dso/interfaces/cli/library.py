@@ -26,17 +26,17 @@ EXIT_UNAVAILABLE = 4
                               "2 on a usage error.")
 @click.option("--confirmations", default=0, show_default=True, type=click.IntRange(min=0),
               help="Ignore the newest N blocks (reorg safety on real networks).")
-@click.option("--min-nodes", default=3, show_default=True, help="Distinct admitted nodes an experience needs (at least 2).")
-@click.option("--support-fraction", default=0.05, show_default=True, help="...or this share of the nodes that reported anything, if more.")
-@click.option("--min-confidence", default=0.5, show_default=True, help="Median confidence over the node voices an experience needs.")
+@click.option("--min-nodes", default=3, show_default=True, help="Distinct admitted nodes that must endorse an experience (at least 2).")
+@click.option("--support-fraction", default=0.05, show_default=True, help="...and this share of the weight of the nodes that reported anything.")
+@click.option("--min-confidence", default=0.5, show_default=True, help="A node endorses an experience it reports at this confidence or more.")
 @click.option("--index/--no-index", "run_indexer", default=True, show_default=True,
               help="After verifying, embed the new entries' texts for rescoring (interruptible; `dso index` resumes).")
 @format_option
 def sync_command(confirmations: int, min_nodes: int, support_fraction: float, min_confidence: float, run_indexer: bool, fmt: str) -> None:
     """Load every accepted, verified batch, drop revoked ones, and aggregate the reports of
-    admitted nodes into the local library (robust statistics, one voice per node). Nothing waits
-    for the embedding model until the library is complete; then the new entries' texts are
-    embedded for rescoring (searchable by their codes meanwhile)."""
+    admitted nodes into the local library (robust statistics, one voice per node, weighed by its
+    reputation on chain). Nothing waits for the embedding model until the library is complete;
+    then the new entries' texts are embedded for rescoring (searchable by their codes meanwhile)."""
     from contextlib import nullcontext
 
     from rich.progress import Progress
@@ -73,6 +73,7 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
                         "unchanged": a.unchanged},
             "index": None if indexed is None else {"embedded": indexed.embedded, "remaining": indexed.remaining,
                                                    "texts_per_second": indexed.texts_per_second, "forged": indexed.forged},
+            "weights": {str(node): round(weight, 6) for node, weight in sorted(report.weights.items())},
             "exit_status": status,
         })
         if status:
@@ -90,7 +91,8 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
         bar = (f"no experience can be accepted yet: the policy needs {a.required_support} distinct nodes per experience "
                f"but only {a.active_nodes} admitted node(s) reported anything; wait for more nodes or lower --min-nodes")
     else:
-        bar = f">= {a.required_support} of {a.active_nodes} active nodes and median confidence >= {policy.min_confidence}"
+        bar = (f">= {a.required_support} of {a.active_nodes} active nodes endorsing it (reporting it at confidence >= "
+               f"{policy.min_confidence}; a node with a short record counts as part of a voice)")
     console.print(
         f"library: {a.accepted} experiences accepted, {a.pending} awaiting support ({bar}); "
         f"{a.reports} reports, {a.dropped_reports} from nodes not admitted"
@@ -98,6 +100,8 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
         + (f", {a.invalid_codes} malformed codes left out of the vote" if a.invalid_codes else "")
         + (f", {a.forged_reports} whose code is not their text's left out" if a.forged_reports else "")
     )
+    if report.weights:
+        console.print(weights_summary(report.weights))
     for root, reason in report.invalid.items():
         console.print(f"[red]refused[/red] {root[:16]}: {plain_text(reason)}")
     for root, reason in report.unavailable.items():
@@ -146,6 +150,16 @@ def index_command(limit: int | None) -> None:
         done = run_index(library, limit)
     console.print(f"embedded {done.embedded} text(s) in {done.seconds} s ({done.texts_per_second} texts/s, "
                   f"{thread_count()} thread(s), DSO_THREADS); {done.remaining} left")
+
+
+def weights_summary(weights: dict[int, float]) -> str:
+    """One line on the reputation weights a sync used: their range, and the lightest nodes."""
+    values = sorted(weights.values())
+    median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    lightest = sorted(weights.items(), key=lambda item: (item[1], item[0]))[:3]
+    return (f"reputation: {len(values)} admitted node(s) weigh {values[0]:.3f} to {values[-1]:.3f} (median {median:.3f}; "
+            f"1 = a mature node with a clean record); lightest: "
+            + ", ".join(f"node {node} {weight:.3f}" for node, weight in lightest) + " (`dso status` lists every node)")
 
 
 @click.command()

@@ -75,6 +75,7 @@ def status(fmt: str) -> None:
                                   f"{left['forged_reports']:,} whose code is not their text's")
         table.add_row("index", f"{lib['index_rows']:,} rows; {lib['unindexed']:,} texts not embedded yet (`dso index`)")
     console.print(table)
+    console.print(reputation_table(config.registry, config.deploy_block))
 
 
 def library_status() -> dict | None:
@@ -90,3 +91,27 @@ def library_status() -> dict | None:
     last = lib.last_aggregation or {}
     return {"entries": lib.entries, "local": lib.local, "pending": lib.pending, "reports": lib.reports, "index_rows": lib.index_rows,
             "unindexed": lib.unindexed, "left_out": {k: last.get(k, 0) for k in ("dropped_reports", "capped_reports", "forged_reports")}}
+
+
+def reputation_table(registry: str, deploy_block: int) -> Table | str:
+    """Each admitted node's reputation weight and the record it comes from, as of the last `dso sync`
+    (the weights the local library was aggregated with)."""
+    from dso.core.reputation import EPOCH_BLOCKS
+    from dso.workflows.sync import SyncState, chain_records, node_weights
+
+    path = dso_home() / "sync.json"
+    if not path.exists():
+        return "reputation: no sync yet (`dso sync` reads the chain's record and weighs each node)"
+    state = SyncState.load(path, registry, deploy_block)
+    if state.lacks_blocks:
+        return "reputation: the sync checkpoint predates reputation; the next `dso sync` reads the blocks it needs"
+    as_of = max(state.next_block - 1, 0)
+    records, weights = chain_records(state, as_of), node_weights(state, as_of)
+    table = Table(title=f"reputation as of block {as_of} (last sync; epochs of {EPOCH_BLOCKS:,} blocks)")
+    for column in ("node", "address", "admitted at block", "epochs with work accepted", "batches rejected",
+                   "batches revoked", "experiences revoked", "weight"):
+        table.add_column(column, justify="left" if column == "address" else "right")
+    for node, record in records.items():
+        table.add_row(str(node), state.admitted[str(node)], str(record.admitted_block), str(record.accepted_epochs),
+                      str(record.rejected_batches), str(record.revoked_batches), str(record.revoked_leaves), f"{weights[node]:.3f}")
+    return table

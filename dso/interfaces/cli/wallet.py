@@ -22,7 +22,6 @@ from dso.edges.wallet import (
     wallet_info,
     wallets_dir,
 )
-
 from dso.interfaces.cli.options import echo_json, format_option
 
 PASSWORD_ENV_HELP = "Read the password from this environment variable instead of a prompt."
