@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dso.core.aggregate import code_neighbours
 from dso.core.aggregate.cluster import leader_clusters
-from dso.core.aggregate.code_neighbours import CODE_NEAR_DUPLICATE_COSINE, code_terms, neighbour_pairs
+from dso.core.aggregate.code_neighbours import CODE_NEAR_DUPLICATE_COSINE, code_terms, neighbour_pairs, pairs_within
 from dso.core.codec import baseline_id, get_codec, load_baseline
 from dso.core.experience import Experience
 from dso.edges.datasets import gsm8k_insights, sts_pairs
@@ -53,6 +54,17 @@ def test_code_neighbour_pairs_are_exactly_the_pairs_whose_decoded_codes_reach_th
     expected = set(zip(*np.nonzero(cosines >= CODE_NEAR_DUPLICATE_COSINE)))
     assert set(zip(qi.tolist(), bj.tolist())) == {(int(i), int(j)) for i, j in expected}
     assert len(expected) > 100  # the paraphrases do have neighbours: the test is not vacuous
+
+
+def test_pairs_within_one_set_are_its_neighbour_pairs_scanned_once(paraphrases, monkeypatch):
+    _, codes = paraphrases
+    terms = code_terms(CODEC, codes)
+    qi, bj = neighbour_pairs(terms, terms, skip_self=True)
+    expected = {(i, j) for i, j in zip(qi.tolist(), bj.tolist()) if i < j}
+    monkeypatch.setattr(code_neighbours, "QUERY_CHUNK", 37)  # many chunks, each against the rows after it
+    ai, aj = pairs_within(terms)
+    assert list(zip(ai.tolist(), aj.tolist())) != [] and set(zip(ai.tolist(), aj.tolist())) == expected
+    assert len(ai) == len(expected)  # no pair twice
 
 
 @settings(max_examples=200, deadline=None)

@@ -18,8 +18,13 @@ module computes it without redoing what did not change.
 When reports arrive or leave, their groups are "dirty": the codes and neighbour pairs of those
 groups are recomputed (k new groups against n known ones, not n^2), the components they belonged
 to or now join are recomputed, and only those components' entries are rebuilt. A change of the
-admitted set, the cap or the node weights rebuilds everything; a change of the policy, or of the
-number of active reporters (the policy's bar depends on it), re-decides acceptance alone.
+admitted set, the cap or the neighbour threshold rebuilds everything (`structure_key`); a change of
+the policy, the node weights or the active reporters (the policy's bar depends on them) keeps the
+groups, pairs and clusters and recomputes every cluster's statistics (`statistics_key`).
+
+Entries keep the consensus code, not a consensus vector, so the vector statistic is skipped
+(`aggregate(..., vector_aggregator=None)`); the reports of one text share its decoded code's
+frozen vector, and the medoid and code checks work on distinct vectors and codes.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ import numpy as np
 
 from dso.core.aggregate import AcceptancePolicy, Report, aggregate
 from dso.core.aggregate.cluster import leader_clusters
-from dso.core.aggregate.code_neighbours import CODE_NEAR_DUPLICATE_COSINE, code_terms, neighbour_pairs
+from dso.core.aggregate.code_neighbours import CODE_NEAR_DUPLICATE_COSINE, code_terms, neighbour_pairs, pairs_within
 from dso.core.aggregate.majority import bitdelta_consensus
+from dso.core.aggregate.records import frozen_vector
 from dso.core.experience import Experience, text_hash
 from dso.workflows.codespace import CodeSpace
 
@@ -104,7 +110,7 @@ class Aggregator:
         self.dim = dim
         self.admitted = sorted(set(admitted))
         self.admitted_set = set(self.admitted)
-        self._placeholder = np.eye(1, dim, 0, dtype=np.float32)[0]
+        self._placeholder = frozen_vector(np.eye(1, dim, 0)[0], "placeholder")
 
     def run(self, policy: AcceptancePolicy, weights: Mapping[int, float] | None, last: dict | None, now: int) -> tuple[AggregationSummary, Change]:
         """Bring the network entries up to date (see the module docstring). Also returns, in the
@@ -120,7 +126,7 @@ class Aggregator:
             self.db.execute("INSERT OR IGNORE INTO dirty SELECT DISTINCT text_hash FROM reports")
         excluded = self._excluded_reports()
         dirty = [bytes(r[0]) for r in self.db.execute("SELECT text_hash FROM dirty")]
-        stale = self._update_groups(dirty, excluded)
+        stale = self._update_groups(dirty, excluded, everything=full)
         components = self._regroup(stale, dirty)
         active = sorted({row[0] for row in self.db.execute("SELECT DISTINCT node_id FROM reports")} & self.admitted_set)
         self.keys = {"structure": structure_key(self.admitted), "statistics": statistics_key(policy, weights, active)}
@@ -156,27 +162,33 @@ class Aggregator:
                     "SELECT id FROM reports WHERE node_id = ? ORDER BY batch_position, leaf_index LIMIT -1 OFFSET ?", (node, MAX_REPORTS_PER_NODE))}
         return excluded
 
-    def _counted(self, hashes: Sequence[bytes], excluded: set[int]) -> dict[bytes, list[tuple]]:
-        """The counted reports of these groups, by text hash, in chain order; each row is
-        (id, node, code, experience id, text, domain, confidence, batch root, position, leaf)."""
+    def _counted(self, hashes: Sequence[bytes] | None, excluded: set[int], votes_only: bool = False) -> dict[bytes, list[tuple]]:
+        """The counted reports of these groups (None: of every group, in one scan of the table), by
+        text hash, in chain order; each row is (id, node, code, experience id, text, domain,
+        confidence, batch root, position, leaf), or only (id, node, code, position, leaf) with
+        `votes_only` (what a group's code needs: no text is read)."""
+        columns = "text_hash, id, node_id, code" + ("" if votes_only else ", experience_id, text, domain, confidence, batch_root") + ", batch_position, leaf_index"
         out: dict[bytes, list[tuple]] = defaultdict(list)
-        for chunk in _chunks(hashes):
-            for row in self.db.execute(
-                    "SELECT text_hash, id, node_id, code, experience_id, text, domain, confidence, batch_root, batch_position, leaf_index "
-                    f"FROM reports WHERE forged = 0 AND text_hash IN ({','.join('?' * len(chunk))}) ORDER BY batch_position, leaf_index", chunk):
-                if row[2] in self.admitted_set and row[1] not in excluded:
-                    out[bytes(row[0])].append(row[1:])
+        queries = ([(f"SELECT {columns} FROM reports WHERE forged = 0", ())] if hashes is None else
+                   [(f"SELECT {columns} FROM reports WHERE forged = 0 AND text_hash IN ({','.join('?' * len(chunk))})", chunk) for chunk in _chunks(hashes)])
+        admitted = self.admitted_set
+        for query, parameters in queries:  # the hot loop of a full aggregation: one pass per report
+            for row in self.db.execute(query, parameters):
+                if row[2] in admitted and (not excluded or row[1] not in excluded):
+                    out[row[0]].append(row[1:])
+        for rows in out.values():
+            rows.sort(key=_chain_order)
         return out
 
     # ------------------------------------------------------------------ groups and neighbours
 
-    def _update_groups(self, dirty: list[bytes], excluded: set[int]) -> set[int]:
-        """Recompute the codes and neighbour pairs of dirty groups; return the components they
-        belonged to, whose entries are now stale."""
+    def _update_groups(self, dirty: list[bytes], excluded: set[int], everything: bool = False) -> set[int]:
+        """Recompute the codes and neighbour pairs of dirty groups (`everything`: they are all the
+        groups); return the components they belonged to, whose entries are now stale."""
         stale: set[int] = set()
         for chunk in _chunks(dirty):
             stale |= {r[0] for r in self.db.execute(f"SELECT component FROM groups WHERE text_hash IN ({','.join('?' * len(chunk))})", chunk)}
-        counted = self._counted(dirty, excluded)
+        counted = self._counted(None if everything else dirty, excluded, votes_only=True)
         self.db.executemany("DELETE FROM groups WHERE text_hash = ?", [(h,) for h in dirty if h not in counted])
         self.db.executemany("DELETE FROM edges WHERE a = ?", [(h,) for h in dirty])
         self.db.executemany("DELETE FROM edges WHERE b = ?", [(h,) for h in dirty])
@@ -188,13 +200,19 @@ class Aggregator:
         return stale
 
     def _insert_edges(self, coded: list[tuple[bytes, bytes]]) -> None:
-        """Neighbour pairs between the changed groups and every group with a code."""
-        known = self.db.execute("SELECT text_hash, code FROM groups WHERE code IS NOT NULL").fetchall()
-        base_hashes = [bytes(h) for h, _ in known]
-        base = code_terms(self.space.codec, np.frombuffer(b"".join(bytes(c) for _, c in known), dtype=np.uint8))
+        """Neighbour pairs between the changed groups and every group with a code: changed x
+        unchanged, then the changed among themselves (each pair scanned once)."""
+        changed = {h for h, _ in coded}
+        others = [(bytes(h), bytes(c)) for h, c in self.db.execute("SELECT text_hash, code FROM groups WHERE code IS NOT NULL")
+                  if bytes(h) not in changed]
         queries = code_terms(self.space.codec, np.frombuffer(b"".join(c for _, c in coded), dtype=np.uint8))
-        qi, bj = neighbour_pairs(queries, base)
-        pairs = {tuple(sorted((coded[i][0], base_hashes[j]))) for i, j in zip(qi.tolist(), bj.tolist()) if coded[i][0] != base_hashes[j]}
+        pairs: set[tuple[bytes, bytes]] = set()
+        if others:
+            base = code_terms(self.space.codec, np.frombuffer(b"".join(c for _, c in others), dtype=np.uint8))
+            qi, bj = neighbour_pairs(queries, base)
+            pairs |= {tuple(sorted((coded[i][0], others[j][0]))) for i, j in zip(qi.tolist(), bj.tolist())}
+        ai, bi = pairs_within(queries)
+        pairs |= {tuple(sorted((coded[i][0], coded[j][0]))) for i, j in zip(ai.tolist(), bi.tolist())}
         self.db.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?)", sorted(pairs))
 
     # ------------------------------------------------------------------ components
@@ -268,7 +286,8 @@ class Aggregator:
         if not known or self.space.codec is None:
             return {}
         decoded = self.space.codec.decode(np.frombuffer(b"".join(known), dtype=np.uint8).reshape(len(known), -1))
-        return dict(zip(known, decoded))
+        # frozen once: every report of a text shares its code's vector instead of copying it
+        return {code: frozen_vector(vector, code.hex()[:16]) for code, vector in zip(known, decoded)}
 
     def _clusters(self, members: list[bytes], counted: dict[bytes, list[tuple]], codes: dict[bytes, bytes | None],
                   vectors: dict[bytes, np.ndarray]) -> list[tuple[Report, ...]]:
@@ -305,7 +324,9 @@ class Aggregator:
         reports = [r for _, cluster in clusters for r in cluster]
         component_of = {r.experience_id: component for component, cluster in clusters for r in cluster}
         node_weights = None if weights is None else {n: float(weights[n]) for n in active}
-        result = aggregate(reports, self.admitted, policy, clusters=[c for _, c in clusters], active_reporters=active, node_weights=node_weights)
+        # vector_aggregator=None: an entry keeps the consensus code, not a consensus vector
+        result = aggregate(reports, self.admitted, policy, None, clusters=[c for _, c in clusters], active_reporters=active,
+                           node_weights=node_weights)
         rows = []
         for cluster in result.clusters:
             experience, published_baseline = self._published(cluster.experience_id)
@@ -325,6 +346,11 @@ class Aggregator:
     def _published(self, experience_id: str) -> tuple[Experience, bytes]:
         canonical, baseline = self.db.execute("SELECT canonical, baseline FROM reports WHERE experience_id = ? LIMIT 1", (experience_id,)).fetchone()
         return Experience.from_bytes(bytes(canonical)), bytes(baseline)
+
+def _chain_order(row: tuple) -> tuple[int, int]:
+    """A counted row's place in chain order: (batch position, leaf index), its last two fields."""
+    return row[-2], row[-1]
+
 
 def _group_code(rows: list[tuple]) -> bytes | None:
     """Per-bit majority of a group's voting codes, one vote per node (its first in chain order)."""

@@ -42,7 +42,20 @@ def check_f(f: int, what: str) -> int:
     return int(f)
 
 
+def distinct_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of (n, d) `vectors` in first-occurrence order, and for each row the index
+    of its distinct row (a cluster's voices often share a text, hence a vector)."""
+    first: dict[bytes, int] = {}
+    inverse = np.array([first.setdefault(row.tobytes(), len(first)) for row in vectors], dtype=np.intp)
+    if len(first) == len(vectors):
+        return vectors, inverse
+    return vectors[np.unique(inverse, return_index=True)[1]], inverse
+
+
 def pairwise_sq_distances(vectors: np.ndarray) -> np.ndarray:
-    """(n, n) squared Euclidean distances, row by row: exact, symmetric and zero on the diagonal
-    (the Gram-matrix shortcut is faster but rounds differently in d(i, j) and d(j, i))."""
-    return np.stack([((vectors - row) ** 2).sum(axis=1) for row in vectors])
+    """(n, n) squared Euclidean distances of (n, d) float64 vectors, row by row: exact, symmetric
+    and zero on the diagonal (the Gram-matrix shortcut is faster but rounds differently in d(i, j)
+    and d(j, i)). Identical rows are computed once and get identical rows of distances."""
+    unique, inverse = distinct_rows(vectors)
+    distances = np.stack([((unique - row) ** 2).sum(axis=1) for row in unique])
+    return distances if len(unique) == len(vectors) else distances[inverse][:, inverse]

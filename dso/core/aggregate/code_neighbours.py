@@ -86,3 +86,25 @@ def neighbour_pairs(queries: CodeTerms, base: CodeTerms, threshold: float = CODE
         found_q.append(qi[keep])
         found_b.append(bj[keep])
     return np.concatenate(found_q), np.concatenate(found_b)
+
+
+def pairs_within(terms: CodeTerms, threshold: float = CODE_NEAR_DUPLICATE_COSINE) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j, of every pair of rows of one set whose decoded codes have cosine >= `threshold`:
+    the pairs of `neighbour_pairs(terms, terms, skip_self=True)` with i < j, in half its scan (each
+    chunk of rows is searched only against itself and the rows after it)."""
+    import faiss
+
+    n = len(terms.scales)
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, n, QUERY_CHUNK):
+        index = faiss.IndexBinaryFlat(terms.dim)
+        index.add(terms.bits[start:])
+        limits, hamming, local = index.range_search(terms.bits[start : start + QUERY_CHUNK], CANDIDATE_HAMMING + 1)
+        qi = start + np.repeat(np.arange(len(limits) - 1), np.diff(limits.astype(np.int64)))
+        bj = start + local.astype(np.int64)
+        later = bj > qi
+        qi, bj, hamming = qi[later], bj[later], hamming[later]
+        keep = pair_cosines(terms, qi, terms, bj, hamming.astype(np.float64)) >= threshold
+        found_i.append(qi[keep])
+        found_j.append(bj[keep])
+    return np.concatenate(found_i), np.concatenate(found_j)

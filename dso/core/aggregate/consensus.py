@@ -114,7 +114,7 @@ def aggregate(
     reports: Iterable[Report],
     admitted_node_ids: Collection[int],
     policy: AcceptancePolicy = DEFAULT_POLICY,
-    vector_aggregator: str | VectorAggregator = "median",
+    vector_aggregator: str | VectorAggregator | None = "median",
     *,
     node_weights: Mapping[int, float] | None = None,
     byzantine_fraction: float = DEFAULT_BYZANTINE_FRACTION,
@@ -138,7 +138,8 @@ def aggregate(
        confidence of the endorsing voices (`AcceptancePolicy`), the text by `text_rule`
        (``"core_words"``: `core_words`; ``"medoid"``: the embedding medoid), plurality domain,
        `vector_aggregator` (``"median"``, ``"trimmed_mean"``, ``"geometric_median"``, ``"krum"``,
-       ``"multi_krum"``, or a callable ``(vectors, weights) -> vector``), the code by `code_rule`
+       ``"multi_krum"``, a callable ``(vectors, weights) -> vector``, or None for no vector: a caller
+       that keeps only the code, like a library, skips the cost), the code by `code_rule`
        (``"clipped"``: `clipped_code`; ``"majority"``: the per-bit majority).
     5. `policy` decides; a cluster whose aggregator precondition fails is rejected with that reason.
 
@@ -219,7 +220,7 @@ class _Window:
 def _cluster_result(
     cluster: tuple[Report, ...],
     node_weights: Mapping[int, float],
-    combine: VectorAggregator,
+    combine: VectorAggregator | None,
     policy: AcceptancePolicy,
     window: _Window,
     code_rule: Callable[[np.ndarray, np.ndarray], bytes],
@@ -238,12 +239,13 @@ def _cluster_result(
     counted = endorsing if endorsing.any() else np.ones(len(voices), dtype=bool)
     confidence = weighted_median(confidences[counted], w[counted])
     reasons = []
-    try:
-        vector: np.ndarray | None = np.array(combine(vectors, w), dtype=np.float64)
-        vector.setflags(write=False)
-    except InsufficientReports as exc:
-        vector = None
-        reasons.append(str(exc))
+    vector: np.ndarray | None = None
+    if combine is not None:
+        try:
+            vector = np.array(combine(vectors, w), dtype=np.float64)
+            vector.setflags(write=False)
+        except InsufficientReports as exc:
+            reasons.append(str(exc))
     endorsements, support_weight = int(endorsing.sum()), float(w[endorsing].sum())
     if window.uniform:
         policy_reason = policy.rejection(endorsements, confidence, window.active)
@@ -304,10 +306,11 @@ def _consensus_code(voices: list[_Voice], weights: np.ndarray, code_rule: Callab
     return code_rule(codes, np.array([w for _, w in coded]))
 
 
-def _vector_aggregator(choice: str | VectorAggregator, byzantine_fraction: float, node_weights: Mapping[int, float]) -> VectorAggregator:
+def _vector_aggregator(choice: str | VectorAggregator | None, byzantine_fraction: float,
+                       node_weights: Mapping[int, float]) -> VectorAggregator | None:
     if isinstance(byzantine_fraction, bool) or not isinstance(byzantine_fraction, (int, float)) or not 0 <= byzantine_fraction < 0.5:
         raise AggregationError(f"byzantine_fraction must be in [0, 0.5); got {byzantine_fraction!r}")
-    if callable(choice):
+    if choice is None or callable(choice):
         return choice
     if choice not in VECTOR_AGGREGATORS:
         raise AggregationError(f"unknown vector aggregator {choice!r}; choose one of {list(VECTOR_AGGREGATORS)} or pass a callable")
@@ -357,7 +360,14 @@ def _without_invalid_codes(reports: list[Report]) -> tuple[list[Report], int]:
     if not reports:
         return reports, 0
     dim = reports[0].vector.shape[0]
-    cleaned = [r if r.code is None or _is_bitdelta_code(r.code, dim) else replace(r, code=None) for r in reports]
+    valid: dict[bytes, bool] = {}  # many reports of a text share its code: check each code once
+
+    def readable(code: bytes) -> bool:
+        if code not in valid:
+            valid[code] = _is_bitdelta_code(code, dim)
+        return valid[code]
+
+    cleaned = [r if r.code is None or readable(r.code) else replace(r, code=None) for r in reports]
     return cleaned, sum(a is not b for a, b in zip(reports, cleaned))
 
 

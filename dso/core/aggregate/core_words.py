@@ -38,6 +38,7 @@ on Python versions with different tables may split rare scripts differently.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -60,6 +61,14 @@ def words(text: str) -> frozenset[str]:
 def core_words(texts: Sequence[str], weights: np.ndarray | None = None) -> frozenset[str]:
     """The words that voices holding more than half of the weight use (one text per voice)."""
     w = check_weights(weights, len(texts))
+    if len(w) and (w == w[0]).all():
+        # Equal weights: count voices, per distinct text (exact, and the same core for any common
+        # weight, where summing float weights could round an exact half either way).
+        count_of: dict[str, int] = {}
+        for text, count in Counter(texts).items():
+            for word in words(text):
+                count_of[word] = count_of.get(word, 0) + count
+        return frozenset(word for word, count in count_of.items() if 2 * count > len(texts))
     weight_of: dict[str, float] = {}
     for text, weight in zip(texts, w.tolist()):
         for word in words(text):
@@ -76,7 +85,8 @@ def core_words_index(texts: Sequence[str], vectors: np.ndarray, weights: np.ndar
     if len(vectors) != len(texts):
         raise AggregationError(f"one vector per text: {len(texts)} texts, {len(vectors)} vectors")
     core = core_words(texts, weights)
-    keys = [(len(words(text) - core), len(core - words(text))) for text in texts]
+    key_of = {text: (len(words(text) - core), len(core - words(text))) for text in set(texts)}
+    keys = [key_of[text] for text in texts]
     best = [i for i, key in enumerate(keys) if key == min(keys)]
     if len(best) == 1:
         return best[0]

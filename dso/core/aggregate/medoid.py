@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dso.core.aggregate._checks import check_vectors, check_weights, pairwise_sq_distances
+from dso.core.aggregate._checks import check_vectors, check_weights, distinct_rows, pairwise_sq_distances
 
 
 def medoid_index(vectors: np.ndarray, weights: np.ndarray | None = None) -> int:
@@ -32,4 +32,8 @@ def medoid_costs(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.n
     """sum_j w_j |x_i - x_j| for each of the (n, d) inputs, as a float64 (n,) array."""
     x = check_vectors(vectors)
     w = check_weights(weights, len(x))
-    return np.sqrt(pairwise_sq_distances(x)) @ w
+    unique, inverse = distinct_rows(x)
+    distances = np.sqrt(pairwise_sq_distances(unique))[:, inverse]
+    # One row reduction per distinct input, so equal inputs get bit-identical costs and the tie goes
+    # to the lowest index (a BLAS product rounds a row differently by where it falls in a block).
+    return (distances * w).sum(axis=1)[inverse]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ class Report:
         if not number or not math.isfinite(confidence) or not 0 <= confidence <= 1:
             raise AggregationError(f"report {self.experience_id}: confidence must be in [0, 1]; got {confidence!r}")
         object.__setattr__(self, "confidence", float(confidence))
-        object.__setattr__(self, "vector", _frozen_vector(self.vector, self.experience_id))
+        object.__setattr__(self, "vector", frozen_vector(self.vector, self.experience_id))
         if not isinstance(self.batch_root, (bytes, bytearray)) or len(self.batch_root) != BATCH_ROOT_BYTES:
             raise AggregationError(f"report {self.experience_id}: batch_root must be {BATCH_ROOT_BYTES} bytes")
         object.__setattr__(self, "batch_root", bytes(self.batch_root))
@@ -60,14 +61,27 @@ class Report:
             object.__setattr__(self, "code", bytes(self.code))
 
 
-def _frozen_vector(vector: object, experience_id: str) -> np.ndarray:
+# The vectors this module validated and froze, by id, as weak references (an entry leaves when its
+# array dies, before the id can be reused): a report built from one of them shares it instead of
+# copying and checking it again (a library's reports of one text all carry its code's vector).
+_FROZEN: dict[int, weakref.ref] = {}
+
+
+def frozen_vector(vector: object, experience_id: str) -> np.ndarray:
+    """`vector` as a validated read-only float64 array (what Report stores); `experience_id` names
+    the report in the error. Freezing a vector once lets many reports share it."""
+    known = _FROZEN.get(id(vector))
+    if known is not None and known() is vector and not vector.flags.writeable:  # type: ignore[union-attr]
+        return vector  # type: ignore[return-value]
     try:
         array = np.array(vector, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise AggregationError(f"report {experience_id}: vector is not a list of numbers: {exc}") from exc
     if array.ndim != 1 or array.size == 0:
         raise AggregationError(f"report {experience_id}: vector must be one-dimensional and non-empty; got shape {array.shape}")
-    if not np.all(np.isfinite(array)) or not np.any(array):
+    if not np.isfinite(array).all() or not array.any():
         raise AggregationError(f"report {experience_id}: vector must be finite and not all zeros (re-embed the text)")
     array.setflags(write=False)
+    key = id(array)
+    _FROZEN[key] = weakref.ref(array, lambda _, key=key: _FROZEN.pop(key, None))
     return array
