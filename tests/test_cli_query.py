@@ -114,15 +114,43 @@ def test_query_refuses_an_alignment_of_the_wrong_dimensions_in_one_line(tmp_path
         assert "\n" not in str(result.exception)
 
 
-def test_query_model_without_an_alignment_says_how_to_fit_one_and_names_the_alternative(tmp_path, monkeypatch):
+def test_query_model_before_the_library_is_embedded_with_it_names_both_ways(tmp_path, monkeypatch):
     monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    local_library(tmp_path / "library.sqlite", 3)
     result = CliRunner().invoke(cli, ["query", "anything", "--query-model", "e5-small"])
     message = str(result.exception)
-    assert result.exit_code != 0 and "--alignment" in message and "dso align fit e5-small" in message and "re-embedding" in message
+    assert result.exit_code != 0 and "dso index --model e5-small" in message and "dso align fit e5-small" in message and "\n" not in message
     orphan = tmp_path / "x.align"
     orphan.write_bytes(b"")
     result = CliRunner().invoke(cli, ["query", "anything", "--alignment", str(orphan)])
     assert result.exit_code != 0 and "--query-model" in str(result.exception)
+
+
+def test_index_with_another_model_then_its_queries_rank_exactly_as_that_model_does(tmp_path, monkeypatch):
+    """Issue 9 item 1: `dso index --model e5-small` re-embeds the library's texts with e5, and
+    `dso query --query-model e5-small` then finds exactly e5's own top-k (the alignment reaches
+    0.28-0.46 of it, README "An agent on another embedding model"). Resumable: --limit stops early."""
+    monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    insights = local_library(tmp_path / "library.sqlite", 40)
+    runner = CliRunner()
+    partial = runner.invoke(cli, ["index", "--model", "e5-small", "--limit", "10"])
+    assert partial.exit_code == 0 and "embedded 10 text(s) with e5-small" in partial.output and "30 left" in partial.output
+    asked = runner.invoke(cli, ["query", insights[0].text, "--query-model", "e5-small", "-k", "3"])
+    assert asked.exit_code == 0 and "30 visible entries not ranked" in asked.output
+    rest = runner.invoke(cli, ["index", "--model", "e5-small"])
+    assert rest.exit_code == 0 and "embedded 30 text(s)" in rest.output and "0 left" in rest.output
+
+    e5 = load_query_model("e5-small")
+    texts = [i.text for i in insights]
+    documents = e5.embed_passages(texts)
+    questions = [p.text for p in gsm8k_insights(40, style=2)][::5]  # paraphrased lessons, asked in other words
+    for question in questions:
+        exact = np.argsort(-(documents @ e5.embed([question])[0]), kind="stable")[:5]
+        result = runner.invoke(cli, ["query", question, "--query-model", "e5-small", "-k", "5", "--format", "json"])
+        assert result.exit_code == 0, result.output
+        assert [h["text"] for h in json.loads(result.output)] == [texts[i] for i in exact]
+    prompt = runner.invoke(cli, ["query", questions[0], "--query-model", "e5-small", "--format", "prompt", "-k", "2"])
+    assert prompt.output.startswith("Relevant experiences")
 
 
 def test_align_show_rejects_a_file_that_is_not_an_alignment(tmp_path):

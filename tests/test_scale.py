@@ -252,3 +252,22 @@ def test_a_report_whose_code_is_not_its_texts_is_left_out_once_the_indexer_has_c
     rows = library._db.execute("SELECT text, support FROM experiences").fetchall()
     assert rows == [(honest, 3)]
     assert library.aggregate({1, 2, 3, 4}).forged_reports == 1
+
+
+def test_reports_over_the_per_node_cap_are_left_out_in_chain_order_and_counted(paraphrases, embedder, tmp_path, monkeypatch):
+    """The cap keeps one node from flooding every client; what it leaves out is the node's latest
+    reports (chain order: batch, then leaf), and the count is in the summary, not silent."""
+    from dso.workflows import aggregation
+
+    monkeypatch.setattr(aggregation, "MAX_REPORTS_PER_NODE", 3)
+    texts, codes = paraphrases
+    library = Library(tmp_path / "library.sqlite", embedder)
+    picks = [0, 1, 2, 3, 4]  # five different lessons, one wording each
+    later = [Experience.create(texts[i], "math", 0.9, "all-MiniLM-L6-v2", "bitdelta-1", bytes(codes[i]), bytes([1]) * 20, 2) for i in picks[2:]]
+    first = [Experience.create(texts[i], "math", 0.9, "all-MiniLM-L6-v2", "bitdelta-1", bytes(codes[i]), bytes([1]) * 20, 1) for i in picks[:2]]
+    library.add_reports(later, BASELINE, Source(bytes([2]) * 32, 1, bytes([1]) * 20, 20))  # committed second, synced first
+    library.add_reports(first, BASELINE, Source(bytes([1]) * 32, 1, bytes([1]) * 20, 10))
+    summary = library.aggregate({1})
+    assert summary.capped_reports == 2 and summary.reports == 5
+    kept = {row[0] for row in library._db.execute("SELECT text FROM experiences")}
+    assert kept == {texts[i] for i in picks[:3]}  # the first batch's two, then the later batch's first leaf

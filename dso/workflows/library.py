@@ -37,7 +37,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 import numpy as np
 
 from dso.core.aggregate import NEAR_DUPLICATE_COSINE, AcceptancePolicy
-from dso.core.experience import Experience, text_hash, validate_domain
+from dso.core.experience import Experience, domain_matches, text_hash, validate_domain
 from dso.core.models import Embedder
 from dso.errors import LibraryError
 from dso.workflows.aggregation import AggregationSummary, Aggregator, policy_key, structure_key
@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS edges (a BLOB NOT NULL, b BLOB NOT NULL, PRIMARY KEY 
 CREATE INDEX IF NOT EXISTS edges_b ON edges(b);
 CREATE TABLE IF NOT EXISTS dirty (text_hash BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vectors (text_hash BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_vectors (model TEXT NOT NULL, text_hash BLOB NOT NULL, vector BLOB NOT NULL,
+                                          PRIMARY KEY (model, text_hash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS experiences (
     id TEXT PRIMARY KEY,
     origin TEXT NOT NULL CHECK (origin IN ('local', 'network')),
@@ -455,6 +457,74 @@ class Library:
                         change.removed_rows.append(index_row)
                     change.added.append(entry_id)
 
+    # ------------------------------------------------------------------ another model's space
+
+    def index_texts_for(self, model: Embedder, limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> IndexProgress:
+        """Embed the visible entries' texts with `model`, another agent's embedding model (e.g.
+        ``load_query_model("e5-small")``), so that `search_in(model, ...)` ranks the library in
+        that model's own space: exact for that model, where a query mapped into MiniLM's space by
+        an alignment is not. INDEX_CHUNK texts per transaction: stop at any point, the next run
+        resumes. Entries that arrive later need another run (`unindexed_for`)."""
+        started = time.monotonic()
+        embedded = 0
+        while limit is None or embedded < limit:
+            size = INDEX_CHUNK if limit is None else min(INDEX_CHUNK, limit - embedded)
+            rows = self._unembedded_for(model.model_id, size)
+            if not rows:
+                break
+            # documents in the model's document role where it has one (e5: "passage: "), queries as queries
+            embed_documents = getattr(model, "embed_passages", model.embed)
+            vectors = _checked_vectors(embed_documents([text for _, text in rows]), len(rows), model)
+            with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO model_vectors VALUES (?, ?, ?)",
+                                     [(model.model_id, h, v.astype("<f2").tobytes()) for (h, _), v in zip(rows, vectors)])
+            embedded += len(rows)
+            if progress:
+                progress(embedded, embedded + self.unindexed_for(model.model_id))
+        return IndexProgress(embedded, self.unindexed_for(model.model_id), round(time.monotonic() - started, 3))
+
+    def _unembedded_for(self, model_id: str, size: int) -> list[tuple[bytes, str]]:
+        rows = self._db.execute("SELECT DISTINCT e.text_hash, e.text FROM experiences e LEFT JOIN model_vectors v ON v.model = ? AND "
+                                "v.text_hash = e.text_hash WHERE e.accepted = 1 AND v.text_hash IS NULL LIMIT ?", (model_id, size)).fetchall()
+        return list({bytes(h): (bytes(h), t) for h, t in rows}.values())
+
+    def unindexed_for(self, model_id: str) -> int:
+        """Visible entries' texts not yet embedded with the model `model_id`."""
+        return self._db.execute("SELECT COUNT(DISTINCT e.text_hash) FROM experiences e LEFT JOIN model_vectors v ON v.model = ? AND "
+                                "v.text_hash = e.text_hash WHERE e.accepted = 1 AND v.text_hash IS NULL", (model_id,)).fetchone()[0]
+
+    def indexed_for(self, model_id: str) -> int:
+        """Texts embedded with the model `model_id` (0: `index_texts_for` never ran for it)."""
+        return self._db.execute("SELECT COUNT(*) FROM model_vectors WHERE model = ?", (model_id,)).fetchone()[0]
+
+    def search_in(self, model: Embedder, query: str, k: int = 5, domain: str | None = None, min_confidence: float = 0.0) -> tuple[list[Hit], int]:
+        """Top-k visible entries for `query` by exact cosine in `model`'s own space, over the texts
+        `index_texts_for(model)` embedded; also returns how many visible entries it could not rank
+        (not embedded with `model` yet). Every entry that passes the filters is scored: the cost is
+        one matrix product over them (the vectors are read from SQLite at each call)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise LibraryError(f"k must be a whole number of at least 1; got {k!r}")
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0.0 <= min_confidence <= 1.0:
+            raise LibraryError(f"min_confidence must be a number in [0, 1]; got {min_confidence!r}")
+        if domain is not None:
+            validate_domain(domain)
+        rows = [r for r in self._db.execute(
+            "SELECT e.id, e.domain, v.vector FROM experiences e LEFT JOIN model_vectors v ON v.model = ? AND v.text_hash = e.text_hash "
+            "WHERE e.accepted = 1 AND e.confidence >= ? ORDER BY e.id", (model.model_id, float(min_confidence)))
+            if domain is None or domain_matches(r[1], domain)]
+        ranked = [(entry_id, vector) for entry_id, _, vector in rows if vector is not None]
+        missing = len(rows) - len(ranked)
+        if not ranked:
+            return [], missing
+        matrix = np.frombuffer(b"".join(bytes(v) for _, v in ranked), dtype="<f2").reshape(len(ranked), -1).astype(np.float32)
+        query_vector = _checked_vectors(model.embed([query]), 1, model)[0]
+        if matrix.shape[1] != query_vector.shape[0]:
+            raise LibraryError(f"the stored {model.model_id} vectors have {matrix.shape[1]} dimensions, the model gives {query_vector.shape[0]}")
+        scores = matrix @ query_vector / np.maximum(np.linalg.norm(matrix, axis=1), 1e-12)
+        top = np.lexsort((np.arange(len(scores)), -scores))[:k]  # ties: the lowest entry id
+        candidates = [_ModelCandidate(ranked[i][0], float(scores[i])) for i in top]
+        return self._hits(candidates), missing
+
     def unindexed(self) -> int:
         """Texts with no local embedding yet: visible entries' and reported ones (with a code to check)."""
         entries = self._db.execute("SELECT COUNT(DISTINCT e.text_hash) FROM experiences e LEFT JOIN vectors v ON v.text_hash = e.text_hash "
@@ -577,14 +647,7 @@ class Library:
     ) -> str:
         """A prompt block with the top-k experiences, ready to prepend to any LLM prompt
         (`query_vector` as in `search`)."""
-        hits = self.search(query, k=k, domain=domain, min_confidence=min_confidence, query_vector=query_vector)
-        if not hits:
-            return ""
-        lines = ["Relevant experiences from the dso library (verified on-chain; use them if they apply):"]
-        for n, hit in enumerate(hits, 1):
-            origin = f"{hit.support} node(s)" if hit.origin == "network" else "local"
-            lines.append(f"{n}. [{hit.domain}, confidence {hit.confidence:.2f}, {origin}] {hit.experience.text}")
-        return "\n".join(lines)
+        return context_block(self.search(query, k=k, domain=domain, min_confidence=min_confidence, query_vector=query_vector))
 
     def close(self) -> None:
         self._db.close()
@@ -685,6 +748,37 @@ class Library:
         value = int(self._meta(key, "0")) + 1
         self._set_meta(key, str(value))
         return value
+
+
+def context_block(hits: Sequence[Hit]) -> str:
+    """Hits as a prompt block to prepend to any LLM prompt ("" for none)."""
+    if not hits:
+        return ""
+    lines = ["Relevant experiences from the dso library (verified on-chain; use them if they apply):"]
+    for n, hit in enumerate(hits, 1):
+        origin = f"{hit.support} node(s)" if hit.origin == "network" else "local"
+        lines.append(f"{n}. [{hit.domain}, confidence {hit.confidence:.2f}, {origin}] {hit.experience.text}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _ModelCandidate:
+    """An entry ranked in another model's space (the shape `_hits` reads)."""
+
+    entry_id: str
+    score: float
+    by_code_only: bool = False
+
+
+def _checked_vectors(vectors: Any, count: int, model: Embedder) -> np.ndarray:
+    """`count` finite, non-zero vectors from `model`, normalized, as float32 (LibraryError otherwise)."""
+    array = np.asarray(vectors, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] != count:
+        raise LibraryError(f"{model.model_id} returned vectors of shape {array.shape} for {count} texts")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+        raise LibraryError(f"{model.model_id} returned a NaN, infinite or zero vector")
+    return (array / norms).astype(np.float32)
 
 
 def _index_row(row: tuple) -> IndexRow:

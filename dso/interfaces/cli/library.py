@@ -118,38 +118,51 @@ def sync_command(confirmations: int, min_nodes: int, support_fraction: float, mi
         raise click.exceptions.Exit(EXIT_UNAVAILABLE)
 
 
-def run_index(library, limit: int | None = None):
-    """Run the indexer with a progress bar; Ctrl-C stops it between chunks, losing nothing."""
+def run_index(library, limit: int | None = None, model=None):
+    """Run the indexer with a progress bar (`model`: embed the entries' texts with that model for
+    `dso query --query-model`); Ctrl-C stops it between chunks, losing nothing."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from dso.workflows.library import IndexProgress
 
-    total = library.unindexed() if limit is None else min(limit, library.unindexed())
-    columns = (TextColumn("embedding texts for rescoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    if model is None:
+        remaining, step, what = library.unindexed, library.index_texts, "embedding texts for rescoring"
+    else:
+        remaining, what = (lambda: library.unindexed_for(model.model_id)), f"embedding texts with {model.model_id}"
+
+        def step(limit, progress):
+            return library.index_texts_for(model, limit, progress)
+
+    total = remaining() if limit is None else min(limit, remaining())
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     started = time.monotonic()
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("index", total=total)
         try:
-            return library.index_texts(limit, lambda done, _: bar.update(task, completed=done))
+            return step(limit, lambda done, _: bar.update(task, completed=done))
         except KeyboardInterrupt:
-            remaining = library.unindexed()
-            return IndexProgress(max(total - remaining, 0), remaining, round(time.monotonic() - started, 3))
+            left = remaining()
+            return IndexProgress(max(total - left, 0), left, round(time.monotonic() - started, 3))
 
 
 @click.command("index")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Embed at most this many texts now.")
-def index_command(limit: int | None) -> None:
+@click.option("--model", "model_name", type=click.Choice(sorted(QUERY_MODEL_LOADERS)), default=None,
+              help="Embed the visible entries' texts with this model instead, for `dso query --query-model` (exact in its own space).")
+def index_command(limit: int | None, model_name: str | None) -> None:
     """Embed the library's texts that have no local embedding yet (what rescoring uses), resuming
-    where the last run stopped; entries are searchable by their codes meanwhile."""
+    where the last run stopped; entries are searchable by their codes meanwhile. With --model, embed
+    them with another agent's model so that it searches the library in its own space."""
+    from dso.edges.embed import load_query_model
     from dso.workflows.library import Library
 
     path = library_path()
     if not path.exists():
         raise DsoError(f"no library at {path}: sync one first (`dso sync`)")
     with Library(path, LazyEmbedder("minilm")) as library:
-        done = run_index(library, limit)
-    console.print(f"embedded {done.embedded} text(s) in {done.seconds} s ({done.texts_per_second} texts/s, "
-                  f"{thread_count()} thread(s), DSO_THREADS); {done.remaining} left")
+        done = run_index(library, limit, load_query_model(model_name) if model_name else None)
+    console.print(f"embedded {done.embedded} text(s)" + (f" with {model_name}" if model_name else "") + f" in {done.seconds} s "
+                  f"({done.texts_per_second} texts/s, {thread_count()} thread(s), DSO_THREADS); {done.remaining} left")
 
 
 def weights_summary(weights: dict[int, float]) -> str:
@@ -169,21 +182,17 @@ def weights_summary(weights: dict[int, float]) -> str:
 @click.option("--min-confidence", default=0.0, show_default=True, help="Only experiences at least this confident.")
 @click.option("--format", "fmt", type=click.Choice(["table", "prompt", "json"]), default="table", show_default=True)
 @click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True)
-@click.option("--query-model", type=click.Choice(sorted(QUERY_MODEL_LOADERS)), default=None, help="Embed TEXT with this model instead (needs --alignment).")
+@click.option("--query-model", type=click.Choice(sorted(QUERY_MODEL_LOADERS)), default=None,
+              help="Embed TEXT with this model instead: searched in its own space once `dso index --model` embedded the library with it, "
+                   "else mapped into the library's space with --alignment.")
 @click.option("--alignment", "alignment_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Map --query-model's vector into the library's space with this file (`dso align fit`).")
 def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str, embedder_name: str, query_model: str | None, alignment_file: Path | None) -> None:
     """Retrieve the experiences most relevant to TEXT from the local library."""
     from dso.core.align import AlignedQueryEmbedder, Alignment
     from dso.edges.embed import load_embedder, load_query_model
-    from dso.workflows.library import Library, export_json
+    from dso.workflows.library import Library, context_block, export_json
 
-    if query_model and not alignment_file:
-        raise DsoError(
-            f"--query-model {query_model} needs --alignment FILE (the library's vectors are MiniLM's): fit one with "
-            f"`dso align fit {query_model} -o {query_model}.align`. The other way, re-embedding the library's texts with your "
-            "model, has no command (Python: dso.edges.embed); the README recommends it only if you trust your model's similarity over the library's"
-        )
     if alignment_file and not query_model:
         raise DsoError("--alignment needs --query-model MODEL: the model the alignment was fitted for (`dso align show FILE` prints its dimensions)")
     alignment = Alignment.from_bytes(alignment_file.read_bytes()) if alignment_file else None
@@ -191,6 +200,19 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
     if not path.exists():
         raise DsoError(f"no library at {path}: sync one first (`dso sync`)")
     with Library(path, load_embedder(embedder_name)) as library:
+        if query_model and not alignment:
+            hits, missing = _search_in_model(library, query_model, text, k, domain, min_confidence)
+            if fmt == "prompt":
+                click.echo(context_block(hits))
+                return
+            if fmt == "json":
+                click.echo(export_json(hits))
+                return
+            _print_hits(hits, k, text, f" ({query_model}, in its own space)")
+            if missing:
+                console.print(f"{missing} visible entr{'y' if missing == 1 else 'ies'} not ranked: not embedded with {query_model} yet "
+                              f"(`dso index --model {query_model}`)")
+            return
         vector = None
         if query_model and alignment:
             model = load_query_model(query_model)
@@ -205,7 +227,26 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
         click.echo(export_json(hits))
         return
     coded_only = sum(h.by_code_only for h in hits)
-    via = f" ({query_model}, alignment {alignment.alignment_id[:12]})" if query_model and alignment else ""
+    _print_hits(hits, k, text, f" ({query_model}, alignment {alignment.alignment_id[:12]})" if query_model and alignment else "")
+    if coded_only:
+        console.print(f"{coded_only} of {len(hits)} ranked by their 1-bit codes only: their texts are not embedded yet (`dso index`)")
+
+
+def _search_in_model(library, model_name: str, text: str, k: int, domain: str | None, min_confidence: float):
+    """`dso query --query-model M` without an alignment: the library ranked in M's own space."""
+    from dso.edges.embed import load_query_model
+
+    model = load_query_model(model_name)
+    if not library.indexed_for(model.model_id):
+        raise DsoError(
+            f"the library is not embedded with {model_name} yet: run `dso index --model {model_name}` once (exact in {model_name}'s own "
+            f"space; it embeds every visible entry's text), or map queries into the library's space with an alignment: "
+            f"`dso align fit {model_name} -o {model_name}.align`, then --alignment {model_name}.align"
+        )
+    return library.search_in(model, text, k=k, domain=domain, min_confidence=min_confidence)
+
+
+def _print_hits(hits, k: int, text: str, via: str) -> None:
     table = Table(title=Text(f"top {k} for: {display_text(text)}{via}"))
     for column in ("score", "domain", "confidence", "nodes", "experience"):
         table.add_column(column)
@@ -213,5 +254,3 @@ def query(text: str, k: int, domain: str | None, min_confidence: float, fmt: str
         nodes = str(hit.support) if hit.origin == "network" else "local"
         table.add_row(f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}", nodes, text_cell(hit.experience.text))
     console.print(table)
-    if coded_only:
-        console.print(f"{coded_only} of {len(hits)} ranked by their 1-bit codes only: their texts are not embedded yet (`dso index`)")
