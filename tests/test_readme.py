@@ -85,4 +85,4 @@ def test_readme_mcp_claims_match_results():
     assert results["experiences"] == 10_000
     assert f"takes {call['median']} ms (median; p90 {call['p90']} ms)" in README
     assert f"the search itself is {results['library_search_in_process_ms']['median']} ms" in README
-    assert f"`dso query` costs {results['dso_query_cold_process_s']} s" in README
+    assert f"`dso query` with the same model costs {results['dso_query_cold_process_s']} s" in README

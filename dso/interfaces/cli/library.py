@@ -181,7 +181,9 @@ def weights_summary(weights: dict[int, float]) -> str:
 @click.option("--domain", default=None, help="Only this domain and below it (e.g. math).")
 @click.option("--min-confidence", default=0.0, show_default=True, help="Only experiences at least this confident.")
 @click.option("--format", "fmt", type=click.Choice(["table", "prompt", "json"]), default="table", show_default=True)
-@click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm", show_default=True)
+@click.option("--embedder", "embedder_name", type=click.Choice(["minilm", "minilm-int8"]), default="minilm-int8", show_default=True,
+              help="How TEXT is embedded: the int8 build of the library's model starts without torch (a one-off query answers in about a "
+                   "third of the time; its vectors have cosine 0.9996 to the float model's).")
 @click.option("--query-model", type=click.Choice(sorted(QUERY_MODEL_LOADERS)), default=None,
               help="Embed TEXT with this model instead: searched in its own space once `dso index --model` embedded the library with it, "
                    "else mapped into the library's space with --alignment.")
