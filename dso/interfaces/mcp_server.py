@@ -17,10 +17,10 @@ same messages as the command line; the server keeps running.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Any, Callable
 
 from dso.errors import ConfigError, DsoError
+from dso.interfaces.hosts import is_loopback
 from dso.workflows.memory import MAX_K, AgentMemory
 
 INSTRUCTIONS = (
@@ -113,14 +113,6 @@ def build_server(memory: AgentMemory, sync: Callable[[], dict[str, Any]] | None 
     return server
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` (an address or "localhost") only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class BearerToken:

@@ -502,12 +502,7 @@ class Library:
         `index_texts_for(model)` embedded; also returns how many visible entries it could not rank
         (not embedded with `model` yet). Every entry that passes the filters is scored: the cost is
         one matrix product over them (the vectors are read from SQLite at each call)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise LibraryError(f"k must be a whole number of at least 1; got {k!r}")
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0.0 <= min_confidence <= 1.0:
-            raise LibraryError(f"min_confidence must be a number in [0, 1]; got {min_confidence!r}")
-        if domain is not None:
-            validate_domain(domain)
+        _check_filters(k, domain, min_confidence)
         rows = [r for r in self._db.execute(
             "SELECT e.id, e.domain, v.vector FROM experiences e LEFT JOIN model_vectors v ON v.model = ? AND v.text_hash = e.text_hash "
             "WHERE e.accepted = 1 AND e.confidence >= ? ORDER BY e.id", (model.model_id, float(min_confidence)))
@@ -599,13 +594,7 @@ class Library:
         searched instead of embedding `query`, which then only names the query. It is normalized
         here; LibraryError unless it is a finite, non-zero 1-d vector of the library's dimension.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise LibraryError(f"k must be a whole number of at least 1; got {k!r}")
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0.0 <= min_confidence <= 1.0:
-            # NaN fails both comparisons: without this check it filtered out everything, silently
-            raise LibraryError(f"min_confidence must be a number in [0, 1]; got {min_confidence!r}")
-        if domain is not None:
-            validate_domain(domain)
+        _check_filters(k, domain, min_confidence)
         if query_vector is not None:
             query_vector = self._check_query_vector(query_vector)
         index = self._search_index()
@@ -748,6 +737,18 @@ class Library:
         value = int(self._meta(key, "0")) + 1
         self._set_meta(key, str(value))
         return value
+
+
+def _check_filters(k: object, domain: str | None, min_confidence: object) -> None:
+    """LibraryError unless k is a whole number >= 1, min_confidence a number in [0, 1] and the
+    domain (if any) a valid domain."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise LibraryError(f"k must be a whole number of at least 1; got {k!r}")
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0.0 <= min_confidence <= 1.0:
+        # NaN fails both comparisons: without this check it filtered out everything, silently
+        raise LibraryError(f"min_confidence must be a number in [0, 1]; got {min_confidence!r}")
+    if domain is not None:
+        validate_domain(domain)
 
 
 def context_block(hits: Sequence[Hit]) -> str:

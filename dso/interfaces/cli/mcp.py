@@ -10,6 +10,7 @@ import click
 from dso.edges.config import dso_home
 from dso.errors import ConfigError, DsoError
 from dso.interfaces.cli.options import library_path
+from dso.interfaces.hosts import is_loopback
 
 
 @click.command("mcp")
@@ -42,7 +43,7 @@ def mcp_command(http: bool, host: str, port: int, token_env: str | None, allowed
             raise ConfigError(f"environment variable {token_env} is not set or empty: export the bearer token there")
     if not http and (token_env or allowed_hosts or host != "127.0.0.1"):
         raise click.UsageError("--host, --token-env and --allowed-host apply to --http only")
-    if http and not mcp_server.is_loopback(host) and not token:
+    if http and not is_loopback(host) and not token:
         raise ConfigError(f"refusing to serve MCP on {host} without a bearer token: pass --token-env VAR, or bind 127.0.0.1")
     try:
         config = load_config()

@@ -21,7 +21,6 @@ Safe by construction:
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 import threading
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from dso.core.experience import display_text
 from dso.edges.chain import Registry, Status, describe_deadline
 from dso.edges.ipfs import ContentStore
 from dso.errors import DsoError
+from dso.interfaces.hosts import is_loopback
 from dso.workflows.library import Library
 from dso.workflows.review import batch_json, list_batches, list_proposals, proposal_json, review_batch, review_json
 
@@ -48,14 +48,6 @@ SECURITY_HEADERS = [
 ]
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` (an address or "localhost") is this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
