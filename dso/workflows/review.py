@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from dso.core.aggregate import NEAR_DUPLICATE_COSINE
 from dso.core.batch import BatchDocument, summarize
 from dso.edges.chain import BatchInfo, ProposalInfo, ProposalKind, Registry, Status, Tally
@@ -233,26 +235,31 @@ def review_batch(registry: Registry, store: ContentStore, root: bytes, deploy_bl
 
 def library_matches(library: Library, document: BatchDocument) -> list[LibraryMatch]:
     """For each experience of `document`, the nearest visible library entry and what accepting the
-    batch would do to it (see `LibraryMatch`)."""
+    batch would do to it (see `LibraryMatch`). The similarity is the float cosine of both texts'
+    embeddings, computed here: the library may not have embedded its entries yet (sync does not
+    wait for the model), and a code-only score runs below the float cosine the bar is set for."""
     texts = [e.text for e in document.experiences]
     if not texts or len(library) == 0:
         return [LibraryMatch("new") for _ in texts]
-    vectors = library.embedder.embed(texts)
+    vectors = np.asarray(library.embedder.embed(texts), dtype=np.float64)
+    nearest = [next(iter(library.search(e.text, k=1, query_vector=v)), None) for e, v in zip(document.experiences, vectors)]
+    found = [hit.experience.text for hit in nearest if hit is not None]
+    theirs = iter(np.asarray(library.embedder.embed(found), dtype=np.float64) if found else [])
     out = []
-    for experience, vector in zip(document.experiences, vectors):
-        hits = library.search(experience.text, k=1, query_vector=vector)
-        if not hits:
+    for experience, vector, hit in zip(document.experiences, vectors, nearest):
+        if hit is None:
             out.append(LibraryMatch("new"))
             continue
-        hit = hits[0]
+        other = next(theirs)
+        similarity = float(vector @ other / (np.linalg.norm(vector) * np.linalg.norm(other)))
         entry = hit.experience.experience_id
         if entry == experience.experience_id:
             relation = "already in the library"
-        elif hit.score >= NEAR_DUPLICATE_COSINE:
+        elif similarity >= NEAR_DUPLICATE_COSINE:
             relation = "would support" if hit.origin == "network" else "duplicates a local entry"
         else:
             relation = "new"
-        out.append(LibraryMatch(relation, entry, hit.experience.text, round(float(hit.score), 4), hit.support))
+        out.append(LibraryMatch(relation, entry, hit.experience.text, round(similarity, 4), hit.support))
     return out
 
 
