@@ -100,3 +100,26 @@ def test_deploy_to_a_dead_rpc_fails_cleanly(tmp_path, accounts):
     dead = f"http://127.0.0.1:{free_port()}"
     result = run_dso(tmp_path, "deploy", "--rpc-url", dead, "--keystore", str(keystore), "--password-env", "PW", "--member", accounts[1].address, env={"PW": "pw"})
     assert result.returncode == 1 and "unreachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_anvil_keeps_no_history_on_disk_however_many_blocks_it_mines(tmp_path, monkeypatch):
+    """Regression: by default Anvil writes every state older than its in-memory window to
+    ~/.foundry/anvil/tmp (1,190 files for 1,200 mined blocks; 11 GB over one test session), which
+    filled a fresh CI machine's disk mid-suite. dso's Anvil keeps a bounded window in memory only."""
+    import httpx
+
+    from dso.edges.services import ANVIL_STATES_KEPT, start_anvil
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    process, url = start_anvil(tmp_path / "anvil", port=free_port(), die_with_parent=True)
+    try:
+        mined = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": [hex(20 * ANVIL_STATES_KEPT)]}, timeout=60)
+        assert "error" not in mined.json()
+        head = httpx.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []}, timeout=10).json()["result"]
+        assert int(head, 16) == 20 * ANVIL_STATES_KEPT
+        recent = {"jsonrpc": "2.0", "id": 3, "method": "eth_getBalance", "params": [Account.create().address, hex(int(head, 16) - 1)]}
+        assert httpx.post(url, json=recent, timeout=10).json()["result"] == "0x0"  # a recent past block still answers
+    finally:
+        process.stop()
+    spilled = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert spilled == []

@@ -218,6 +218,9 @@ def wait_for_rpc(url: str, process: ManagedProcess, timeout: float = 15.0) -> in
     return wait_until_ready(process, url, lambda: int(httpx.post(url, json=payload, timeout=1.0).json()["result"], 16), timeout)
 
 
+ANVIL_STATES_KEPT = 64  # historical states Anvil keeps (in memory) for calls at past blocks
+
+
 def start_anvil(
     state_dir: Path,
     port: int = DEFAULT_ANVIL_PORT,
@@ -240,6 +243,11 @@ def start_anvil(
         "--mnemonic", DEV_MNEMONIC,
         "--accounts", str(accounts),
         "--silent",
+        # Keep recent states in memory only. By default Anvil writes every older state to
+        # ~/.foundry/anvil/tmp (measured: 11 GB, 1,971 files of 8 MB, over one test session that
+        # deploys a registry per test); a fresh CI machine ran out of disk. Nothing in dso reads
+        # state further back than a receipt's own block.
+        "--prune-history", str(ANVIL_STATES_KEPT),
     ]
     if block_time:
         argv += ["--block-time", str(block_time)]
