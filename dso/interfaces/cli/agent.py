@@ -1,0 +1,108 @@
+"""`dso ask` and `dso learn`: the local agent answers with gated experiences, and learns new ones."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from dso.interfaces.cli.options import console, echo_json, format_option, library_path, plain_text, text_cell
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def llm_options(fn: F) -> F:
+    """--base-url, --model, --threads: which model answers (README, "The local agent")."""
+    fn = click.option("--threads", type=click.IntRange(1, 64), default=None,
+                      help="Threads of the in-process model (env DSO_LLM_THREADS; default 1: faster than 2 on a busy 2-core machine).")(fn)
+    fn = click.option("--model", default=None,
+                      help="Bundled model (qwen2.5-coder-1.5b, smollm2-135m) or the endpoint's model name (env DSO_LLM_MODEL).")(fn)
+    return click.option("--base-url", default=None,
+                        help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1 (env DSO_LLM_BASE_URL; key in DSO_LLM_API_KEY). "
+                             "Without one the bundled model runs in-process.")(fn)
+
+
+def open_model(base_url: str | None, model: str | None, threads: int | None):
+    """The chat model the options name (an endpoint client or the in-process model)."""
+    from dso.edges.llm import LLMSettings, open_chat_model
+
+    return open_chat_model(LLMSettings.resolve(base_url, model, threads))
+
+
+def open_library_if_any():
+    """The agent's library, or None when there is none yet (the agent then answers alone)."""
+    from dso.edges.embed import load_embedder
+    from dso.workflows.library import Library
+
+    path = library_path()
+    return Library(path, load_embedder("minilm-int8")) if path.exists() else None
+
+
+@click.command("ask")
+@click.argument("question")
+@llm_options
+@click.option("-k", "k", default=3, show_default=True, type=click.IntRange(1, 20), help="At most this many experiences in the prompt.")
+@click.option("--min-similarity", default=None, type=click.FloatRange(-1, 1),
+              help="Gate: least similarity to the question (default 0.30, calibrated: `python scripts/bench.py gate`).")
+@click.option("--domain", default=None, help="Gate: only this domain and below it (e.g. math).")
+@click.option("--min-confidence", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Gate: least consensus confidence.")
+@click.option("--min-support", default=1, show_default=True, type=click.IntRange(0), help="Gate: least admitted nodes behind a network entry.")
+@click.option("--no-experiences", is_flag=True, help="Answer without the library (a baseline).")
+@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(1, 8192))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 2))
+@click.option("--show-prompt", is_flag=True, help="Print the messages sent to the model.")
+@format_option
+def ask_command(question: str, base_url: str | None, model: str | None, threads: int | None, k: int, min_similarity: float | None,
+                domain: str | None, min_confidence: float, min_support: int, no_experiences: bool, max_tokens: int, temperature: float,
+                show_prompt: bool, fmt: str) -> None:
+    """Answer QUESTION with the library's relevant experiences injected; show which were used."""
+    from dso.workflows.agent import DEFAULT_MIN_SIMILARITY, RelevanceGate, ask
+
+    gate = RelevanceGate(DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity, domain, min_confidence, min_support, k)
+    library = None if no_experiences else open_library_if_any()
+    chat = open_model(base_url, model, threads)
+    try:
+        answer = ask(question, chat, library, gate, max_tokens=max_tokens, temperature=temperature)
+    finally:
+        chat.close()
+        if library is not None:
+            library.close()
+    if fmt == "json":
+        echo_json({"question": answer.question, "answer": answer.text, "model": chat.name,
+                   "used": [_hit_json(h) for h in answer.selection.used],
+                   "refused": [{**_hit_json(h), "reason": why} for h, why in answer.selection.refused],
+                   "tokens": {"prompt": answer.completion.prompt_tokens, "completion": answer.completion.completion_tokens},
+                   "seconds": round(answer.completion.seconds, 3)})
+        return
+    if show_prompt:
+        for message in answer.messages:
+            console.print(f"[bold]{message['role']}:[/bold] {plain_text(message['content'])}")
+    if answer.selection.used:
+        table = Table(title=Text(f"experiences used ({len(answer.selection.used)})"))
+        for column in ("id", "similarity", "domain", "confidence", "nodes", "experience"):
+            table.add_column(column)
+        for hit in answer.selection.used:
+            table.add_row(hit.experience.experience_id[:12], f"{hit.score:.3f}", hit.domain, f"{hit.confidence:.2f}",
+                          str(hit.support) if hit.origin == "network" else "local", text_cell(hit.experience.text))
+        console.print(table)
+    elif no_experiences:
+        console.print("no experiences: --no-experiences")
+    elif library is None:
+        console.print(f"no experiences: no library at {library_path()} (`dso sync`, or `dso learn`)")
+    else:
+        best = answer.selection.refused[0] if answer.selection.refused else None
+        why = f" (best: {best[1]})" if best else " (the library is empty)"
+        console.print(f"no experience qualified{why}: answered without experiences")
+    for line in answer.text.split("\n"):  # the model's line breaks kept; every other control character escaped
+        console.print(plain_text(line))
+    c = answer.completion
+    console.print(f"[dim]{chat.name}: {c.prompt_tokens} prompt + {c.completion_tokens} completion tokens in {c.seconds:.1f} s "
+                  f"({c.tokens_per_second:.1f} tokens/s)[/dim]")
+
+
+def _hit_json(hit) -> dict[str, Any]:
+    return {"id": hit.experience.experience_id, "text": hit.experience.text, "similarity": round(float(hit.score), 6), "domain": hit.domain,
+            "confidence": hit.confidence, "support": hit.support, "origin": hit.origin}
+
