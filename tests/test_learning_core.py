@@ -78,7 +78,7 @@ def test_guard_rails_keep_a_general_one_sentence_lesson():
     ("When Natalia sells clips, add both months.", "copies names from the task: Natalia"),
     ("When someone sells 48 items and then half as many, add both amounts.", "copies numbers from the task: 48"),
     ("Halve the first amount. Then add both amounts together.", "not one sentence"),
-    ("Add them.", "words (a lesson has"),
+    ("Add them.", "length: 2 words"),
     ("Break the problem into smaller parts and solve each part carefully.", "copies an example shown in the prompt"),
 ])
 def test_guard_rails_refuse_with_a_reason(lesson, reason):

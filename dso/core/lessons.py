@@ -111,7 +111,7 @@ def check_lesson(text: str, task: str, vector: np.ndarray | None = None, kept_ve
     if "\n" in stripped or sentence_count(stripped) != 1:
         reasons.append("not one sentence")
     if not MIN_WORDS <= count <= MAX_WORDS:
-        reasons.append(f"{count} words (a lesson has {MIN_WORDS}-{MAX_WORDS})")
+        reasons.append(f"length: {count} words (a lesson has {MIN_WORDS}-{MAX_WORDS})")
     copied_numbers = sorted(task_numbers(task) & {n.replace(",", "") for n in _NUMBER.findall(stripped)})
     if copied_numbers:
         reasons.append(f"copies numbers from the task: {', '.join(copied_numbers)}")
