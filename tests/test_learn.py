@@ -132,3 +132,22 @@ def test_bad_tasks_and_settings_are_InputError(tmp_path):
         LearnSettings(group_size=1)
     with pytest.raises(InputError, match="unknown verifier"):
         LearnSettings(verifier="judge")
+
+
+def test_dso_learn_reports_progress_figures_and_resumes_to_a_no_op(tmp_path, tasks_file, monkeypatch, model):
+    from click.testing import CliRunner
+
+    from dso.interfaces.cli import cli
+
+    monkeypatch.setenv("DSO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DSO_LLM_BASE_URL", raising=False)
+    args = ["learn", str(tasks_file), "--model", "smollm2-135m", "-G", "2", "--max-tokens", "12", "--learn-max-tokens", "24", "--batch-size", "2"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "2 of 2 tasks, 4 rollouts" in first.output and "tokens/s" in first.output and "lessons for `dso submit`" in first.output
+    state = next((tmp_path / "home" / "learn").iterdir()) / "state.json"
+    before = json.loads(state.read_text())["stats"]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and json.loads(state.read_text())["stats"] == before  # nothing left to do: no LLM call
+    refused = CliRunner().invoke(cli, [*args[:-1], "1"])
+    assert refused.exit_code != 0 and "another settings" in str(refused.exception)

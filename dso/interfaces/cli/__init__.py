@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from dso import __version__
 from dso.errors import DsoError
-from dso.interfaces.cli.agent import ask_command
+from dso.interfaces.cli.agent import ask_command, learn_command
 from dso.interfaces.cli.align import align
 from dso.interfaces.cli.dao import dao
 from dso.interfaces.cli.demo import demo
@@ -36,7 +36,7 @@ def cli() -> None:
 
 
 for command in (devnet, deploy, status, submit, outbox, batches, show, vote, finalize, sync_command, index_command, dao, query, mcp_command, ui_command, align, demo, wallet,
-                ask_command):
+                ask_command, learn_command):
     cli.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
@@ -106,3 +107,65 @@ def _hit_json(hit) -> dict[str, Any]:
     return {"id": hit.experience.experience_id, "text": hit.experience.text, "similarity": round(float(hit.score), 6), "domain": hit.domain,
             "confidence": hit.confidence, "support": hit.support, "origin": hit.origin}
 
+
+
+@click.command("learn")
+@click.argument("tasks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@llm_options
+@click.option("-G", "--group-size", default=4, show_default=True, type=click.IntRange(2, 64), help="Rollouts per task.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 64), help="Tasks whose operations are reconciled together.")
+@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0, 2, min_open=True), help="Of the rollouts.")
+@click.option("--max-tokens", default=450, show_default=True, type=click.IntRange(1, 8192), help="Per rollout.")
+@click.option("--learn-max-tokens", default=300, show_default=True, type=click.IntRange(16, 8192), help="Per learning step.")
+@click.option("--lessons-per-group", default=2, show_default=True, type=click.IntRange(1, 10))
+@click.option("--domain", default="math", show_default=True, help="Domain of the lessons written.")
+@click.option("--verifier", default="numeric", show_default=True, help="How rollouts are rewarded (numeric: GSM8K final answers).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--limit", default=None, type=click.IntRange(1), help="Learn from at most this many more tasks now (whole batches).")
+@click.option("--state", "state_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Run state directory (default $DSO_HOME/learn/<tasks file>-<sha256 prefix>); rerun to resume.")
+@click.option("--out", "output", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Lessons JSONL for `dso submit` (default STATE/lessons.jsonl).")
+@click.option("--no-library", is_flag=True, help="Do not add the lessons to the local library at the end.")
+def learn_command(tasks_file: Path, base_url: str | None, model: str | None, threads: int | None, group_size: int, batch_size: int,
+                  temperature: float, max_tokens: int, learn_max_tokens: int, lessons_per_group: int, domain: str, verifier: str, seed: int,
+                  limit: int | None, state_dir: Path | None, output: Path | None, no_library: bool) -> None:
+    """Learn lessons from TASKS_FILE ({"question", "answer"} per line) with Training-Free GRPO."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dso.edges.config import dso_home
+    from dso.edges.embed import load_embedder
+    from dso.workflows.learn import Learner, LearnSettings, read_tasks
+    from dso.workflows.library import Library
+
+    tasks, sha = read_tasks(tasks_file)
+    settings = LearnSettings(group_size, batch_size, temperature, max_tokens, learn_max_tokens, lessons_per_group, domain=domain,
+                             verifier=verifier, seed=seed)
+    state = state_dir or dso_home() / "learn" / f"{tasks_file.stem}-{sha[:12]}"
+    chat = open_model(base_url, model, threads)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            job = bar.add_task("learning", total=len(tasks))
+
+            def show(p) -> None:
+                bar.update(job, completed=p.tasks_done,
+                           description=f"{p.stage:<10} {p.lessons} lesson(s), {p.completion_tokens} tokens, {p.tokens_per_second:.1f} tokens/s")
+
+            learner = Learner(chat, load_embedder("minilm-int8"), tasks, sha, state, settings, output=output, progress=show)
+            report = learner.run(limit)
+        stored = 0
+        if not no_library:
+            with Library(library_path(), load_embedder("minilm-int8")) as library:
+                stored = learner.store_in(library)
+    finally:
+        chat.close()
+    console.print(f"{report.tasks} of {len(tasks)} tasks, {report.rollouts} rollouts (mean reward {report.mean_reward:.2f}); groups used "
+                  f"{report.groups_used}, skipped without reward variance {report.groups_skipped}")
+    refused = ", ".join(f"{reason} {count}" for reason, count in sorted(report.refused.items())) or "none"
+    console.print(f"lessons kept: {len(report.lessons)}; refused by the guard rails: {refused}; unreadable LLM replies: {report.unreadable}")
+    for key, text, confidence in report.lessons:
+        console.print(f"  {key} [{confidence:.2f}] {plain_text(text)}")
+    console.print(f"{report.completion_tokens} tokens generated in {report.llm_seconds:.0f} s of LLM time ({report.tokens_per_second:.1f} tokens/s), "
+                  f"{report.prompt_tokens} prompt tokens; state: {state}")
+    console.print(f"lessons for `dso submit`: {report.output}" + ("" if no_library else f"; {stored} new in the local library"))
