@@ -181,5 +181,7 @@ def test_settings_come_from_arguments_then_environment_then_llm_json(monkeypatch
         LLMSettings.resolve()
     with pytest.raises(ConfigError, match="http"):
         HttpChatModel("file:///etc/passwd", "m")
+    with pytest.raises(ConfigError, match="http"):
+        HttpChatModel("http://[::1", "m")
 
 

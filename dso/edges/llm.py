@@ -137,7 +137,10 @@ class HttpChatModel:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  retries: int = DEFAULT_RETRIES, backoff: float = 0.5) -> None:
-        split = httpx.URL(base_url) if isinstance(base_url, str) else None
+        try:
+            split = httpx.URL(base_url) if isinstance(base_url, str) else None
+        except httpx.InvalidURL:
+            split = None
         if split is None or split.scheme not in ("http", "https") or not split.host:
             raise ConfigError(f"LLM base URL {base_url!r} must be an http:// or https:// URL (e.g. http://127.0.0.1:8080/v1)")
         if not isinstance(timeout, (int, float)) or timeout <= 0 or not isinstance(retries, int) or retries < 0:

@@ -4,8 +4,9 @@ The method is Training-Free GRPO (Cai et al., arXiv 2510.08191; youtu-agent `utu
 prompts and text rules are in `dso.core.practice`, the guard rails and group statistics in
 `dso.core.lessons`, the rewards in `dso.core.verifiers`. Per batch of tasks:
 
-1. per task, G rollouts at temperature > 0 with the current lesson pool injected (the pool's
-   lessons that pass the agent's relevance gate for that question, as `dso ask` would inject them);
+1. per task, G rollouts at temperature > 0 with the current lesson pool injected (the pool's k
+   lessons most similar to the question, above the agent's similarity threshold: the pool is the
+   run's own, so the gate's confidence and support rules do not apply);
 2. rewards from the verifier; a group enters only if its mean reward is strictly between 0 and 1
    (all right or all wrong: nothing to contrast, skipped and counted);
 3. for each entering group: summarise every rollout, extract the group's semantic advantage

@@ -62,9 +62,10 @@ def ask_command(question: str, base_url: str | None, model: str | None, threads:
     from dso.workflows.agent import DEFAULT_MIN_SIMILARITY, RelevanceGate, ask
 
     gate = RelevanceGate(DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity, domain, min_confidence, min_support, k)
-    library = None if no_experiences else open_library_if_any()
     chat = open_model(base_url, model, threads)
+    library = None
     try:
+        library = None if no_experiences else open_library_if_any()
         answer = ask(question, chat, library, gate, max_tokens=max_tokens, temperature=temperature)
     finally:
         chat.close()
