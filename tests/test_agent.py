@@ -124,3 +124,18 @@ def test_dso_ask_prints_the_experiences_it_used_or_that_none_qualified(tmp_path,
     none = runner.invoke(cli, ["ask", OFF_TOPIC, *args])
     assert none.exit_code == 0, none.output
     assert "no experience qualified" in none.output and "tokens/s" in none.output
+
+
+def test_dso_ask_talks_to_an_openai_compatible_endpoint_with_the_key_from_the_environment(tmp_path, monkeypatch, model):
+    from dso.interfaces.cli import cli
+
+    endpoint = model.endpoint()  # the real xllamacpp HTTP server of the in-process model
+    monkeypatch.setenv("DSO_HOME", str(tmp_path))
+    monkeypatch.setenv("DSO_LLM_API_KEY", endpoint.api_key)
+    result = CliRunner().invoke(cli, ["ask", OFF_TOPIC, "--base-url", endpoint.base_url, "--model", "smollm2-135m", "--max-tokens", "6",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["answer"] and endpoint.api_key not in result.output
+    monkeypatch.setenv("DSO_LLM_API_KEY", "wrong-key")
+    refused = CliRunner().invoke(cli, ["ask", OFF_TOPIC, "--base-url", endpoint.base_url, "--model", "smollm2-135m", "--max-tokens", "6"])
+    assert refused.exit_code != 0 and "401" in str(refused.exception) and "wrong-key" not in str(refused.exception)
