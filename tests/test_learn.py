@@ -151,3 +151,22 @@ def test_dso_learn_reports_progress_figures_and_resumes_to_a_no_op(tmp_path, tas
     assert again.exit_code == 0 and json.loads(state.read_text())["stats"] == before  # nothing left to do: no LLM call
     refused = CliRunner().invoke(cli, [*args[:-1], "1"])
     assert refused.exit_code != 0 and "another settings" in str(refused.exception)
+
+
+def test_the_generic_lessons_the_1_5b_model_wrote_are_refused_and_a_method_lesson_is_kept(embedder):
+    """The first lessons of a real 2-task run of Qwen2.5-Coder-1.5B (README), embedded for real."""
+    import numpy as np
+
+    from dso.core.lessons import GENERIC_ADVICE
+
+    def unit(texts):
+        vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    generic = unit(list(GENERIC_ADVICE))
+    for lesson in ("When a problem is solved correctly, it follows a clear and logical sequence of steps.",
+                   "When a problem is solved incorrectly, it often leads to a wrong answer due to a mistake in a specific step.",
+                   "When solving a problem, break it into smaller parts and solve each part carefully."):
+        assert any("generic advice" in r for r in check_lesson(lesson, "", unit([lesson])[0], generic_vectors=generic).reasons), lesson
+    method = "When a quantity is described as a fraction of another, compute the base quantity first and then take the fraction."
+    assert check_lesson(method, "", unit([method])[0], generic_vectors=generic).ok

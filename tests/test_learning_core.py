@@ -117,3 +117,12 @@ def test_confidence_grows_with_an_even_split_and_with_the_group_size():
     assert group_confidence([1, 0, 0, 0, 0, 0, 0, 0]) < group_confidence([1, 1, 1, 1, 0, 0, 0, 0])
     with pytest.raises(InputError):
         group_confidence([1.5, 0])
+
+
+def test_generic_advice_is_refused_by_cosine_to_the_generic_phrases():
+    generic = np.eye(4, dtype=np.float32)[:1]
+    lesson = "When a quantity is half of another, compute the other one first and then halve it."
+    near = np.array([0.7, 0.714, 0, 0], dtype=np.float32)
+    near /= np.linalg.norm(near)
+    assert "generic advice" in check_lesson(lesson, TASK, near, generic_vectors=generic).reasons[0]
+    assert check_lesson(lesson, TASK, np.array([0.6, 0.8, 0, 0], dtype=np.float32), generic_vectors=generic).ok

@@ -11,7 +11,15 @@ rails (`check_lesson`):
 - no number and no proper name copied from the task it was learned on (then it is about that task);
 - not a near-duplicate of a kept lesson (embedding cosine >= NEAR_DUPLICATE_COSINE, the cosine at
   which the network merges two reports into one entry anyway);
-- not a copy of any example shown in the learning prompt (word-set Jaccard >= EXAMPLE_COPY_JACCARD).
+- not a copy of any example shown in the learning prompt (word-set Jaccard >= EXAMPLE_COPY_JACCARD);
+- not generic advice: embedding cosine below GENERIC_COSINE to every phrase of `GENERIC_ADVICE`.
+  The 1.5B model's first lessons (a 2-task run) were "When a problem is solved correctly, it follows
+  a clear and logical sequence of steps." (cosine 0.698 to "Follow a clear and logical sequence of
+  steps.", minilm-int8) and "When a problem is solved incorrectly, it often leads to a wrong answer
+  due to a mistake in a specific step." (0.719); "When solving a problem, break it into smaller
+  parts and solve each part carefully." scores 0.706. The 16 method lessons of
+  `dso.bench.gate.CALIBRATION_LESSONS` score 0.248-0.483, except "Before giving the final answer,
+  reread the question..." at 0.644: 0.65 separates the two groups.
 
 A group of rollouts teaches something only when some succeeded and some failed: `group_enters`
 (mean reward strictly between 0 and 1, and the rewards differ). `group_confidence` turns the
@@ -30,6 +38,18 @@ from dso.core.aggregate import NEAR_DUPLICATE_COSINE
 from dso.errors import InputError
 
 EXAMPLE_COPY_JACCARD = 0.6
+GENERIC_COSINE = 0.65
+GENERIC_ADVICE = (
+    "Break the problem into smaller parts.",
+    "Solve the problem step by step.",
+    "Read the problem carefully before answering.",
+    "Double-check your calculations.",
+    "Always double-check each calculation.",
+    "Follow a clear and logical sequence of steps.",
+    "Understand what the question is asking.",
+    "A mistake in one step leads to a wrong answer.",
+    "Check the answer at the end.",
+)
 MIN_WORDS, MAX_WORDS = 5, 60
 # Capitalised words that are not names: calendar words and titles anywhere, and the words a
 # sentence of a word problem commonly starts with (any other sentence-initial capitalised word,
@@ -101,10 +121,11 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 def check_lesson(text: str, task: str, vector: np.ndarray | None = None, kept_vectors: np.ndarray | None = None,
-                 prompt_examples: Sequence[str] = (), near_duplicate: float = NEAR_DUPLICATE_COSINE) -> LessonCheck:
+                 prompt_examples: Sequence[str] = (), near_duplicate: float = NEAR_DUPLICATE_COSINE,
+                 generic_vectors: np.ndarray | None = None, generic: float = GENERIC_COSINE) -> LessonCheck:
     """Every guard rail `text` breaks, learned from `task`. `vector` is the lesson's unit-norm
-    embedding and `kept_vectors` (n x d, unit rows) the kept lessons'; without them the
-    near-duplicate rule is not applied."""
+    embedding, `kept_vectors` (n x d, unit rows) the kept lessons' and `generic_vectors` those of
+    `GENERIC_ADVICE`; without them the near-duplicate and generic rules are not applied."""
     reasons: list[str] = []
     stripped = text.strip()
     count = len(_WORD.findall(stripped))
@@ -123,6 +144,10 @@ def check_lesson(text: str, task: str, vector: np.ndarray | None = None, kept_ve
         best = float(np.max(np.asarray(kept_vectors, dtype=np.float64) @ np.asarray(vector, dtype=np.float64)))
         if best >= near_duplicate:
             reasons.append(f"near-duplicate of a kept lesson (cosine {best:.3f} >= {near_duplicate})")
+    if vector is not None and generic_vectors is not None and len(generic_vectors):
+        closest = float(np.max(np.asarray(generic_vectors, dtype=np.float64) @ np.asarray(vector, dtype=np.float64)))
+        if closest >= generic:
+            reasons.append(f"generic advice (cosine {closest:.3f} >= {generic} to a phrase of GENERIC_ADVICE)")
     mine = words(stripped)
     for example in prompt_examples:
         overlap = jaccard(mine, words(example))

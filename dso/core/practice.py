@@ -16,7 +16,9 @@ and 4. the operations of all groups in a batch are reconciled into one consisten
 The prompts are ours, much shorter than youtu-agent's: they are written for a 1.5B model with a
 4k context. They show no example lesson, only the form "When <kind of situation>, <what to do>."
 (`LESSON_FORM`): the 1.5B model copied example lessons from its prompt 4 times in 5 (issue 10),
-and the guard rails refuse a copy of the form itself. Small models answer JSON unreliably, so every
+and the guard rails refuse a copy of the form itself. The advantage prompt asks for a situation
+that is a kind of problem, not an outcome: with the form alone, the 1.5B model's first two lessons
+were "When a problem is solved correctly/incorrectly, ..." (two GSM8K train tasks). Small models answer JSON unreliably, so every
 parser here is lenient and returns what it could read; the caller counts what it could not.
 """
 
@@ -60,8 +62,10 @@ def advantage_messages(question: str, summaries: Sequence[tuple[str, bool]], max
     return [{"role": "system", "content": _SYSTEM_REVIEW},
             {"role": "user", "content": f"Problem: {question}\n\nSummaries of attempts:\n{attempts}\n\nCompare the correct and the incorrect "
                                         f"attempts. Write at most {max_lessons} lessons that explain what made the difference and would help on "
-                                        f"OTHER problems. Each lesson is one sentence of the form '{LESSON_FORM}' and mentions no number, "
-                                        "person or object from this problem. Output only the lessons, one per line, each starting with '- '."}]
+                                        f"OTHER problems. Each lesson is one sentence of the form '{LESSON_FORM}': the situation is a kind "
+                                        "of problem or quantity (never whether an attempt was right or wrong) and what to do is a concrete "
+                                        "calculation step. It mentions no number, person or object from this problem. Output only the "
+                                        "lessons, one per line, each starting with '- '."}]
 
 
 def operation_messages(existing: Mapping[str, str], new: Sequence[str]) -> list[dict[str, str]]:

@@ -14,7 +14,8 @@ prompts and text rules are in `dso.core.practice`, the guard rails and group sta
 4. reconcile the batch's operations (an LLM step when several groups proposed changes, else the
    mechanical `merge_operations`; also the fallback when the LLM's JSON cannot be read), then
    apply them; every ADD/UPDATE passes the guard rails first (one sentence, nothing copied from
-   the batch's tasks, no near-duplicate of a kept lesson, no copy of the prompt's lesson form).
+   the batch's tasks, no near-duplicate of a kept lesson, no copy of the prompt's lesson form, no
+   generic advice).
 
 The lessons are written after every batch to a JSONL that `dso submit` reads as it is
 (text, domain, confidence, metadata), and at the end of the run stored in the local library as
@@ -37,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dso.core.experience import ExperienceError, validate_confidence, validate_domain, validate_text
-from dso.core.lessons import check_lesson, group_confidence, group_enters
+from dso.core.lessons import GENERIC_ADVICE, check_lesson, group_confidence, group_enters
 from dso.core.practice import (
     LESSON_FORM,
     Operation,
@@ -199,6 +200,7 @@ class Learner:
         self.progress = progress
         self.state = self._load(tasks_sha256)
         self._vectors: dict[str, np.ndarray] = {}
+        self._generic = self._embed(GENERIC_ADVICE)
         self._embed_pool()
 
     # ------------------------------------------------------------------ state
@@ -357,7 +359,8 @@ class Learner:
                 continue
             vector = self._embed([text])[0]
             others = [v for key, v in self._vectors.items() if key != op.target]
-            check = check_lesson(text, batch_text, vector, np.stack(others) if others else None, prompt_examples=[LESSON_FORM])
+            check = check_lesson(text, batch_text, vector, np.stack(others) if others else None, prompt_examples=[LESSON_FORM],
+                                 generic_vectors=self._generic)
             if not check.ok:
                 done["refused"].append({"text": text, "reasons": list(check.reasons)})
                 for reason in check.reasons:
