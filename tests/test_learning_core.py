@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dso.core.lessons import check_lesson, group_confidence, group_enters, task_names, task_numbers
+from dso.core.practice import Operation, merge_operations, parse_lessons, parse_operations
 from dso.core.verifiers import NumericVerifier, final_number, get_verifier, parse_number, reference_number
 from dso.errors import InputError
 
@@ -126,3 +127,27 @@ def test_generic_advice_is_refused_by_cosine_to_the_generic_phrases():
     near /= np.linalg.norm(near)
     assert "generic advice" in check_lesson(lesson, TASK, near, generic_vectors=generic).reasons[0]
     assert check_lesson(lesson, TASK, np.array([0.6, 0.8, 0, 0], dtype=np.float32), generic_vectors=generic).ok
+
+
+def test_lessons_are_read_from_bullets_or_numbers_with_markup_stripped():
+    reply = "Here are the lessons:\n- **When a price is per item**, multiply by the count.\n2. When units differ, convert first.\n- third"
+    assert parse_lessons(reply, 2) == ["When a price is per item, multiply by the count.", "When units differ, convert first."]
+    assert parse_lessons("When a total is shared, divide it.", 3) == ["When a total is shared, divide it."]
+
+
+def test_operations_are_read_from_the_first_json_array_and_unknown_targets_dropped():
+    reply = """Sure.\n```json\n[{"operation": "ADD", "id": null, "content": "N1: When units differ, convert first."},
+    {"operation": "update", "id": "L2", "content": "When a rate is per hour, multiply by the hours."},
+    {"operation": "DELETE", "id": "L9", "content": ""}, {"operation": "NONE", "id": null, "content": "x"},
+    {"operation": "FROB", "id": null, "content": "y"}]\n```"""
+    ops = parse_operations(reply, ["L1", "L2"], 0.5)
+    assert ops == [Operation("ADD", "When units differ, convert first.", None, 0.5),
+                   Operation("UPDATE", "When a rate is per hour, multiply by the hours.", "L2", 0.5)]
+    assert parse_operations("I think we should add it.", ["L1"]) is None
+
+
+def test_mechanical_reconcile_lets_delete_win_and_keeps_the_most_confident():
+    ops = [Operation("UPDATE", "a", "L1", 0.4), Operation("DELETE", "", "L1"), Operation("UPDATE", "b", "L2", 0.3),
+           Operation("UPDATE", "c", "L2", 0.6), Operation("ADD", "Same lesson.", None, 0.2), Operation("ADD", "same lesson.", None, 0.7)]
+    merged = merge_operations(ops)
+    assert merged == [Operation("DELETE", "", "L1"), Operation("UPDATE", "c", "L2", 0.6), Operation("ADD", "same lesson.", None, 0.7)]

@@ -122,7 +122,8 @@ def _operation(item: object, known: set[str], confidence: float) -> Operation | 
     kind = str(item.get("operation", "")).strip().upper()
     target = item.get("id")
     target = str(target).strip().strip("[]") if target not in (None, "", "null") else None
-    content = str(item.get("content") or "").strip()
+    # The 1.5B model echoes the prompt's labels into the content ("N1: When ..."): a label is not the lesson.
+    content = re.sub(r"^\[?(?:N|L)\d+\]?\s*[:.-]?\s*", "", str(item.get("content") or "").strip())
     if kind not in OPERATIONS or kind == "NONE":
         return None
     if kind in ("UPDATE", "DELETE") and target not in known:
