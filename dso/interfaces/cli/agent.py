@@ -97,8 +97,8 @@ def ask_command(question: str, base_url: str | None, model: str | None, threads:
         best = answer.selection.refused[0] if answer.selection.refused else None
         why = f" (best: {best[1]})" if best else " (the library is empty)"
         console.print(f"no experience qualified{why}: answered without experiences")
-    for line in answer.text.split("\n"):  # the model's line breaks kept; every other control character escaped
-        console.print(plain_text(line))
+    for line in answer.text.split("\n"):  # line breaks kept, other controls escaped, never parsed as markup (LaTeX's "\[" stays)
+        console.print(text_cell(line))
     c = answer.completion
     console.print(f"[dim]{chat.name}: {c.prompt_tokens} prompt + {c.completion_tokens} completion tokens in {c.seconds:.1f} s "
                   f"({c.tokens_per_second:.1f} tokens/s)[/dim]")
