@@ -27,7 +27,8 @@ _ERRORS = (
     "ContractRevert", "BatchRefused", "SignatureError", "EmbeddingError", "EmbedderUnavailable", "CodecError", "StoreError",
     "StoreUnavailable", "StoreTimeout", "ContentNotFound", "CidMismatch", "ObjectTooLarge", "InvalidCid",
     "AggregationError", "InsufficientReports", "AlignmentError", "ExperienceError", "BatchError", "ProofError",
-    "InputError", "LibraryError", "WalletError", "DatasetError",
+    "InputError", "LibraryError", "WalletError", "DatasetError", "LLMError", "LLMUnavailable", "LLMTimeout", "LLMRequestError",
+    "LLMResponseError", "ModelIntegrityError",
 )
 
 # public name -> module that defines it
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("ContentStore", "KuboClient", "LocalStore", "cid_of"), "dso.edges.ipfs"),
     **dict.fromkeys(("Embedder", "load_embedder", "load_query_model"), "dso.edges.embed"),
     **dict.fromkeys(("NetworkConfig", "load_config", "save_config", "dso_home"), "dso.edges.config"),
+    **dict.fromkeys(("ChatModel", "Completion", "HttpChatModel", "LocalChatModel", "LLMSettings", "open_chat_model"), "dso.edges.llm"),
     **dict.fromkeys(("create_wallet", "import_wallet", "load_wallet", "list_wallets"), "dso.edges.wallet"),
     # workflows
     **dict.fromkeys(("publish", "FlushResult", "read_insights", "prepare_batch", "Outbox", "OutboxEntry", "Committed"), "dso.workflows.publish"),
@@ -52,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("sync", "SyncReport"), "dso.workflows.sync"),
     **dict.fromkeys(("Library", "Hit", "Source", "AggregationSummary"), "dso.workflows.library"),
     **dict.fromkeys(("bring_up", "Devnet"), "dso.workflows.devnet"),
+    **dict.fromkeys(("ask", "Answer", "RelevanceGate"), "dso.workflows.agent"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

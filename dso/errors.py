@@ -134,3 +134,32 @@ class WalletError(DsoError):
 
 class DatasetError(DsoError):
     """A shared data set is missing or malformed."""
+
+
+# ---- language models
+
+
+class LLMError(DsoError):
+    """A language model (the in-process one or an OpenAI-compatible endpoint) could not answer."""
+
+
+class LLMUnavailable(LLMError):
+    """The model cannot be reached: its runtime or weights package is not installed, or the endpoint
+    refused the connection or kept failing after the client's retries."""
+
+
+class LLMTimeout(LLMUnavailable):
+    """The endpoint accepted the request but did not answer within the client's timeout."""
+
+
+class LLMRequestError(LLMError):
+    """The request was refused as malformed (bad messages or sampling settings, an unknown model,
+    a wrong API key): retrying the same request cannot help."""
+
+
+class LLMResponseError(LLMError):
+    """The endpoint answered, but not with a chat completion dso can read (no choices, no text)."""
+
+
+class ModelIntegrityError(LLMError):
+    """A model file's bytes do not hash to the sha256 dso pins for it: a corrupt or altered download."""

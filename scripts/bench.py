@@ -25,6 +25,7 @@ BENCHMARKS = {
     "byzantine": "dso.bench.byzantine",
     "scale": "dso.bench.scale",
     "mcp": "dso.bench.mcp",
+    "gate": "dso.bench.gate",
 }
 
 

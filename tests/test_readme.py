@@ -19,7 +19,7 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp"])
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate"])
 def test_readme_tables_match_the_benchmark_results(name):
     results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
     render = importlib.import_module(f"dso.bench.{name}").markdown_table

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from dso import __version__
 from dso.errors import DsoError
+from dso.interfaces.cli.agent import ask_command, learn_command
 from dso.interfaces.cli.align import align
 from dso.interfaces.cli.dao import dao
 from dso.interfaces.cli.demo import demo
@@ -34,7 +35,8 @@ def cli() -> None:
     """dso: a blockchain-backed, decentralized registry of AI-agent experiences."""
 
 
-for command in (devnet, deploy, status, submit, outbox, batches, show, vote, finalize, sync_command, index_command, dao, query, mcp_command, ui_command, align, demo, wallet):
+for command in (devnet, deploy, status, submit, outbox, batches, show, vote, finalize, sync_command, index_command, dao, query, mcp_command, ui_command, align, demo, wallet,
+                ask_command, learn_command):
     cli.add_command(command)
 
 

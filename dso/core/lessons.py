@@ -1,0 +1,186 @@
+"""What makes a learned lesson worth keeping, and how much to trust it: pure rules of the learning loop.
+
+Training-Free GRPO (arXiv 2510.08191; youtu-agent `utu/practice`) turns the contrast between a
+group's good and bad rollouts into a natural-language lesson. Measured here (issue 10), small
+models write lessons that hurt: instance-specific ones ("When Betty is saving money for a wallet
+which costs $100...") distract the solver, and the 1.5B model copied the example lessons in its
+prompt verbatim 4 times in 5. So an LLM-written lesson is kept only if it passes mechanical guard
+rails (`check_lesson`):
+
+- one sentence (the library's unit; several sentences are several lessons);
+- no number and no proper name copied from the task it was learned on (then it is about that task);
+- not a near-duplicate of a kept lesson (embedding cosine >= NEAR_DUPLICATE_COSINE, the cosine at
+  which the network merges two reports into one entry anyway);
+- not a copy of any example shown in the learning prompt (word-set Jaccard >= EXAMPLE_COPY_JACCARD);
+- not generic advice: embedding cosine below GENERIC_COSINE to every phrase of `GENERIC_ADVICE`.
+  The 1.5B model's first lessons (a 2-task run) were "When a problem is solved correctly, it follows
+  a clear and logical sequence of steps." (cosine 0.698 to "Follow a clear and logical sequence of
+  steps.", minilm-int8) and "When a problem is solved incorrectly, it often leads to a wrong answer
+  due to a mistake in a specific step." (0.719); "When solving a problem, break it into smaller
+  parts and solve each part carefully." scores 0.706. The 16 method lessons of
+  `dso.bench.gate.CALIBRATION_LESSONS` score 0.248-0.483, except "Before giving the final answer,
+  reread the question..." at 0.644: 0.65 separates the two groups.
+
+A group of rollouts teaches something only when some succeeded and some failed: `group_enters`
+(mean reward strictly between 0 and 1, and the rewards differ). `group_confidence` turns the
+group's rewards into the lesson's confidence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from dso.core.aggregate import NEAR_DUPLICATE_COSINE
+from dso.errors import InputError
+
+EXAMPLE_COPY_JACCARD = 0.6
+GENERIC_COSINE = 0.65
+GENERIC_ADVICE = (
+    "Break the problem into smaller parts.",
+    "Solve the problem step by step.",
+    "Read the problem carefully before answering.",
+    "Double-check your calculations.",
+    "Always double-check each calculation.",
+    "Follow a clear and logical sequence of steps.",
+    "Understand what the question is asking.",
+    "A mistake in one step leads to a wrong answer.",
+    "Check the answer at the end.",
+)
+MIN_WORDS, MAX_WORDS = 5, 60
+# Capitalised words that are not names: calendar words and titles anywhere, and the words a
+# sentence of a word problem commonly starts with (any other sentence-initial capitalised word,
+# "Natalia sold clips...", is taken for a name).
+_NOT_NAMES = frozenset("""
+I A An The Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August
+September October November December Mr Mrs Ms Dr US USD
+""".split())
+_OPENERS = frozenset("""
+She He They It We You There This That These Those His Her Their Its Our My Your In On At For After Before During If When
+How What Which Who Whom Whose Each Every Some One Two Three Four Five Six Seven Eight Nine Ten Last Today Yesterday Tomorrow
+Then Also But And So Of To From With All Half Calculate Find Determine Suppose Assume Given Since Because While Over Both
+Now Next First Second Third Finally Meanwhile However Together Out By As Between Among Once Twice Is Are Was Were Do Does
+Did Can Could Will Would Should Let Every Any No Not Only Most Many Several Another Other Altogether Instead Later Earlier
+Initially Currently Usually Normally Sometimes Unfortunately Luckily Yes Please Write Answer Solve Compute
+""".split())
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SENTENCE_END = re.compile(r"[.!?](?:\s+|$)")
+
+
+@dataclass(frozen=True)
+class LessonCheck:
+    """Whether a lesson may be kept; `reasons` names every rule it breaks (empty when kept)."""
+
+    reasons: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no rule is broken."""
+        return not self.reasons
+
+
+def sentence_count(text: str) -> int:
+    """Sentences in `text`: terminal punctuation followed by space or the end, ignoring decimals."""
+    return max(1, len(_SENTENCE_END.findall(text.strip())))
+
+
+def task_numbers(task: str) -> set[str]:
+    """The numbers a task writes, normalised (thousands commas dropped): "1,200" -> "1200"."""
+    return {n.replace(",", "") for n in _NUMBER.findall(task)}
+
+
+def task_names(task: str) -> set[str]:
+    """Proper names in a task: capitalised words that are not weekdays, months or titles, and, at
+    the start of a sentence, not a common opening word either (word problems start sentences
+    with their protagonist: "Natalia sold clips to 48 of her friends")."""
+    names: set[str] = set()
+    sentence_start = True
+    for token in re.findall(r"[A-Za-z][A-Za-z'-]*|[.!?]", task):
+        if token in ".!?":
+            sentence_start = True
+            continue
+        word = token.split("'")[0]
+        if word[0].isupper() and word not in _NOT_NAMES and not (sentence_start and word in _OPENERS):
+            names.add(word)
+        sentence_start = False
+    return names
+
+
+def words(text: str) -> set[str]:
+    """Lower-cased words of a text, for the copy check."""
+    return {w.lower() for w in _WORD.findall(text)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """|a & b| / |a | b| (0 for two empty sets)."""
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def check_lesson(text: str, task: str, vector: np.ndarray | None = None, kept_vectors: np.ndarray | None = None,
+                 prompt_examples: Sequence[str] = (), near_duplicate: float = NEAR_DUPLICATE_COSINE,
+                 generic_vectors: np.ndarray | None = None, generic: float = GENERIC_COSINE) -> LessonCheck:
+    """Every guard rail `text` breaks, learned from `task`. `vector` is the lesson's unit-norm
+    embedding, `kept_vectors` (n x d, unit rows) the kept lessons' and `generic_vectors` those of
+    `GENERIC_ADVICE`; without them the near-duplicate and generic rules are not applied."""
+    reasons: list[str] = []
+    stripped = text.strip()
+    count = len(_WORD.findall(stripped))
+    if "\n" in stripped or sentence_count(stripped) != 1:
+        reasons.append("not one sentence")
+    if not MIN_WORDS <= count <= MAX_WORDS:
+        reasons.append(f"length: {count} words (a lesson has {MIN_WORDS}-{MAX_WORDS})")
+    copied_numbers = sorted(task_numbers(task) & {n.replace(",", "") for n in _NUMBER.findall(stripped)})
+    if copied_numbers:
+        reasons.append(f"copies numbers from the task: {', '.join(copied_numbers)}")
+    lesson_words = set(_WORD.findall(stripped))
+    copied_names = sorted(task_names(task) & {w.split("'")[0] for w in lesson_words})
+    if copied_names:
+        reasons.append(f"copies names from the task: {', '.join(copied_names)}")
+    if vector is not None and kept_vectors is not None and len(kept_vectors):
+        best = float(np.max(np.asarray(kept_vectors, dtype=np.float64) @ np.asarray(vector, dtype=np.float64)))
+        if best >= near_duplicate:
+            reasons.append(f"near-duplicate of a kept lesson (cosine {best:.3f} >= {near_duplicate})")
+    if vector is not None and generic_vectors is not None and len(generic_vectors):
+        closest = float(np.max(np.asarray(generic_vectors, dtype=np.float64) @ np.asarray(vector, dtype=np.float64)))
+        if closest >= generic:
+            reasons.append(f"generic advice (cosine {closest:.3f} >= {generic} to a phrase of GENERIC_ADVICE)")
+    mine = words(stripped)
+    for example in prompt_examples:
+        overlap = jaccard(mine, words(example))
+        if overlap >= EXAMPLE_COPY_JACCARD:
+            reasons.append(f"copies an example shown in the prompt (word overlap {overlap:.2f})")
+            break
+    return LessonCheck(tuple(reasons))
+
+
+def group_enters(rewards: Sequence[float]) -> bool:
+    """Whether a group of rollouts can teach anything: its mean reward is strictly between 0 and 1
+    and not every rollout got the same reward (all right or all wrong: no contrast to explain)."""
+    values = _rewards(rewards)
+    return len(values) >= 2 and 0.0 < float(values.mean()) < 1.0 and float(values.max()) > float(values.min())
+
+
+def group_confidence(rewards: Sequence[float]) -> float:
+    """The confidence of a lesson learned from this group: 4 * var(rewards) * G / (G + 2).
+
+    Why: the lesson explains the contrast between the group's good and bad rollouts. With rewards in
+    [0, 1] the population variance is at most 1/4, reached when half succeed; 4 * var is therefore
+    1 for an even split and small for 1 success in many (a contrast that may be luck). G / (G + 2)
+    shrinks small groups (G = 2 gives at most 0.5, G = 8 at most 0.8): two rollouts that differ are
+    weak evidence. 0 for a group with no variance, which never enters."""
+    values = _rewards(rewards)
+    if len(values) < 2 or values.max() == values.min():  # var() of equal floats can be 1e-33, not 0
+        return 0.0
+    size = len(values)
+    return float(min(1.0, 4.0 * values.var()) * size / (size + 2))
+
+
+def _rewards(rewards: Sequence[float]) -> np.ndarray:
+    values = np.asarray(list(rewards), dtype=np.float64)
+    if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
+        raise InputError(f"rewards must be finite numbers in [0, 1]; got {list(rewards)!r}")
+    return values
