@@ -21,7 +21,7 @@ from eth_account import Account
 
 import dso.workflows.sync as sync_module
 from dso.edges.chain import Registry
-from dso.edges.embed import load_embedder
+from dso.edges.embed import LazyEmbedder
 from dso.edges.ipfs import KuboClient, LocalStore
 from dso.workflows.library import Library
 from dso.workflows.publish import Outbox, publish, read_insights
@@ -38,7 +38,7 @@ def main() -> None:
     wanted = config.get("kill_point")
     registry = Registry.at(config["rpc_url"], config["registry"])
     store = KuboClient(config["ipfs_api"]) if config.get("ipfs_api") else LocalStore(Path(config["blocks"]))
-    embedder = load_embedder("minilm")
+    embedder = LazyEmbedder("minilm")  # as `dso sync` and `dso submit` do: sync never loads the model
     print("STARTED", flush=True)
     if mode == "submit":
         node = Account.from_key(os.environ["DSO_TEST_NODE_KEY"])
