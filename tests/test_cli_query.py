@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import click
 import numpy as np
 from click.testing import CliRunner
 
@@ -162,5 +163,6 @@ def test_align_show_rejects_a_file_that_is_not_an_alignment(tmp_path):
 
 def test_the_cli_offers_every_query_model_dso_embed_can_load():
     offered = {name: next(p.type.choices for p in command.params if p.name in ("query_model", "model"))
-               for name, command in (("query", cli.commands["query"]), ("align fit", cli.commands["align"].commands["fit"]))}
+               for name, command in (("query", cli.get_command(click.Context(cli), "query")),
+                                     ("align fit", cli.get_command(click.Context(cli), "align").commands["fit"]))}
     assert all(sorted(choices) == sorted(QUERY_MODEL_LOADERS) for choices in offered.values())

@@ -8,6 +8,8 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,19 @@ def test_import_dso_loads_no_heavy_dependency():
     code = "import sys, dso; print(','.join(m for m in ('web3', 'torch', 'numpy', 'sqlite3') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
+
+
+def test_every_command_loads_under_its_name_and_a_query_never_imports_web3():
+    """The CLI imports a command's module only when it runs: `dso query` (cold-start target, issue 9)
+    must not pay for web3, and every name in COMMANDS must resolve to the command of that name."""
+    code = (
+        "import sys, click\n"
+        "from dso.interfaces.cli import COMMANDS, cli\n"
+        "ctx = click.Context(cli)\n"
+        "cli.get_command(ctx, 'query')\n"
+        "assert 'web3' not in sys.modules and 'torch' not in sys.modules, sorted(m for m in ('web3', 'torch') if m in sys.modules)\n"
+        "assert all(cli.get_command(ctx, name).name == name for name in COMMANDS)\n"
+        "assert cli.list_commands(ctx) == sorted(COMMANDS)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 from rich.console import Console
@@ -13,9 +13,11 @@ from rich.markup import escape
 from rich.text import Text
 
 from dso.core.experience import display_text
-from dso.edges.chain import Registry
 from dso.edges.config import dso_home, load_config
 from dso.errors import DsoError
+
+if TYPE_CHECKING:
+    from dso.edges.chain import Registry
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,8 +72,10 @@ def devnet_dir() -> Path:
     return dso_home() / "devnet"
 
 
-def open_registry() -> Registry:
+def open_registry() -> "Registry":
     """The registry of the configured network."""
+    from dso.edges.chain import Registry
+
     config = load_config()
     return Registry.at(config.rpc_url, config.registry)
 
@@ -85,7 +89,7 @@ def open_store():
     return MirroredStore([primary, *(KuboClient(m) for m in config.ipfs_mirrors)]) if config.ipfs_mirrors else primary
 
 
-def resolve_root(registry: Registry, text: str) -> bytes:
+def resolve_root(registry: "Registry", text: str) -> bytes:
     """A batch root from its full hex or a unique prefix of it (as `dso batches` prints)."""
     wanted = text.lower().removeprefix("0x")
     if len(wanted) == 64:
