@@ -7,9 +7,11 @@ verifier of the learning loop (`dso.core.verifiers.NumericVerifier`):
 
 - (a) no experiences: the agent alone, the baseline every other condition is compared with;
 - (b) the agent's own lessons: a `dso learn` output JSONL (`--lessons`), through the default gate;
-- (c) a network library: other nodes' lessons (`--network`, a JSONL of text/domain/confidence,
-  e.g. other nodes' `dso learn` outputs concatenated), through the default gate. Entries from a
-  file are stored as local ones, so the gate's support rule does not apply to them;
+- (c) a network library: other nodes' lessons (`--network`), through the default gate. Either a
+  library synced with `dso sync` (its SQLite file, e.g. ~/.dso/library.sqlite: copied first, the
+  original is never written; its visible entries are searched with their support, so the gate's
+  support rule applies), or a JSONL of text/domain/confidence (e.g. other nodes' `dso learn`
+  outputs concatenated), whose lessons are stored as local entries, exempt from the support rule;
 - (d) a control: DEFAULT_K hand-written lessons that bear on nothing in GSM8K
   (`IRRELEVANT_LESSONS`) injected into every prompt with the gate open (similarity >= -1), as
   many as the gated conditions inject at most: what any k lessons cost, relevant or not;
@@ -48,10 +50,11 @@ import argparse
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -126,12 +129,13 @@ class Condition:
     lessons: tuple[tuple[str, str, float], ...] = ()
     gate: RelevanceGate | None = None
     skipped: str | None = None
+    library_file: Path | None = None  # a synced library to search (a copy of it); `lessons` are then its visible entries
 
     @property
     def digest(self) -> str:
         """Hash of what the condition injects from: a changed lesson file invalidates its answers."""
         gate = asdict(self.gate) if self.gate else None
-        return _sha256_json({"lessons": self.lessons, "gate": gate})[:16]
+        return _sha256_json({"lessons": self.lessons, "gate": gate, "synced": self.library_file is not None})[:16]
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -179,6 +183,21 @@ def read_lessons(path: Path) -> tuple[tuple[str, str, float], ...]:
     return tuple(lessons)
 
 
+def library_texts(path: Path) -> tuple[tuple[str, str, float], ...]:
+    """The visible entries (text, domain, confidence) of a synced library file, read only;
+    InputError if it is not a dso library or holds no visible entry."""
+    if not path.is_file():
+        raise InputError(f"--network {path}: no such file (a library synced with `dso sync`, or a lessons .jsonl)")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT text, domain, confidence FROM experiences WHERE accepted = 1 ORDER BY rowid").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"--network {path} is not a dso library ({exc}); give a synced library or a lessons .jsonl") from exc
+    if not rows:
+        raise InputError(f"--network {path} holds no visible entry: run `dso sync` first")
+    return tuple((str(t), str(d), float(c)) for t, d, c in rows)
+
+
 def build_conditions(keys: Sequence[str], lessons: Path | None, network: Path | None) -> list[Condition]:
     """The conditions asked for, in the order given; (b) and (c) are skipped when their file is not given."""
     unknown = [k for k in keys if k not in CONDITIONS]
@@ -194,6 +213,8 @@ def build_conditions(keys: Sequence[str], lessons: Path | None, network: Path | 
             option = "--lessons" if key == "b" else "--network"
             if path is None:
                 built.append(Condition(key, "not given", skipped=f"no {option} file given"))
+            elif key == "c" and Path(path).suffix != ".jsonl":
+                built.append(Condition("c", f"synced library {Path(path).name}", library_texts(Path(path)), gated, library_file=Path(path)))
             else:
                 built.append(Condition(key, f"{Path(path).name} (sha256 {_file_sha256(path)[:12]})", read_lessons(path), gated))
         elif key == "d":
@@ -318,11 +339,18 @@ def run(questions: int = DEFAULT_QUESTIONS, conditions: Sequence[str] = DEFAULT_
 
 
 def _library(stack: ExitStack, condition: Condition, embedder: Embedder) -> Library | None:
-    """A throwaway library holding the condition's lessons as local entries (None: no lessons)."""
+    """A throwaway library holding the condition's lessons as local entries, or a copy of its
+    synced library (SQLite's backup API: consistent even with a WAL; the copy's search index is
+    rebuilt on first search). None: no lessons."""
     if not condition.lessons:
         return None
-    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"dso-bench-agent-{condition.key}-"))
-    library = stack.enter_context(Library(Path(folder) / "library.sqlite", embedder))
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"dso-bench-agent-{condition.key}-")))
+    if condition.library_file is not None:
+        with closing(sqlite3.connect(f"file:{condition.library_file}?mode=ro", uri=True)) as source, \
+                closing(sqlite3.connect(folder / "library.sqlite")) as copy:
+            source.backup(copy)
+        return stack.enter_context(Library(folder / "library.sqlite", embedder))
+    library = stack.enter_context(Library(folder / "library.sqlite", embedder))
     add_lessons(library, embedder, condition.lessons, created_at=1_763_000_000)
     return library
 
@@ -421,7 +449,8 @@ def options(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--questions", type=int, default=DEFAULT_QUESTIONS, help="held-out GSM8K test questions (default 40: ~90 min with a,e,b)")
     parser.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS), help="letters among a,b,c,d,e (a is required)")
     parser.add_argument("--lessons", type=Path, default=None, help="(b) the agent's own lessons: a `dso learn` output JSONL")
-    parser.add_argument("--network", type=Path, default=None, help="(c) other nodes' lessons: a JSONL of text/domain/confidence")
+    parser.add_argument("--network", type=Path, default=None,
+                        help="(c) other nodes' lessons: a synced library file (e.g. ~/.dso/library.sqlite) or a JSONL of text/domain/confidence")
     parser.add_argument("--model", default=None, help=f"bundled model or the endpoint's model name (default {DEFAULT_LOCAL_MODEL})")
     parser.add_argument("--threads", type=int, default=1, help="threads of the in-process model (default 1)")
     parser.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint instead of the in-process model")
