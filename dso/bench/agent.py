@@ -33,9 +33,11 @@ mean length.
 Cost, measured: the 1.5B model (greedy, 450 tokens at most) takes ~45 s per answer on this 2-core
 machine with other work running (issue 10: 12 test questions at ~43 s, ~7 tokens/s). The default
 run, 40 questions x conditions a, e, b (b only when `--lessons` is given), is 120 answers, ~90
-minutes; without `--lessons`, 80 answers, ~60 minutes. At 40 questions a difference's 95% interval
-is about +-0.15 wide: the default run resolves only large effects; `--questions 200` narrows it to
-about +-0.07 at five times the cost.
+minutes; without `--lessons`, 80 answers, ~60 minutes. The interval it reaches: the standard error
+of a paired difference is sqrt(d - g^2) / sqrt(n) for a share d of discordant questions and a net
+gain g; issue 10's measurement had d = 13/40, so at 40 questions a 95% interval is about +-0.18
+(+-0.15 if only a fifth of the questions are discordant): the default run resolves only large
+effects. `--questions 200` narrows it to about +-0.08, at five times the cost.
 
 Resumable: each answer is appended to a state JSONL (one write of one line, fsynced; a torn last
 line is cut off on the next start) under $DSO_HOME/bench/, named by a hash of the settings that
