@@ -15,6 +15,7 @@ from dso.bench import agent as bench
 from dso.core.lessons import GENERIC_ADVICE, copies_task, lesson_quality, task_vocabulary
 from dso.core.paired import compare_paired, mcnemar_exact_p, paired_bootstrap_interval
 from dso.errors import InputError
+from dso.workflows.agent import RelevanceGate
 
 ROOT = Path(__file__).resolve().parent.parent
 outcomes = st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60)
@@ -155,9 +156,10 @@ def test_a_bad_lessons_file_is_InputError_naming_the_line(tmp_path):
 
 
 def test_conditions_without_their_input_are_skipped_and_unknown_ones_refused(tmp_path):
-    built = bench.build_conditions(["a", "b", "c", "d"], None, None)
-    assert [c.skipped is not None for c in built] == [False, True, True, False]
+    built = bench.build_conditions(["a", "b", "c", "d", "e"], None, None)
+    assert [c.skipped is not None for c in built] == [False, True, True, False, False]
     assert len(built[3].lessons) == len(bench.IRRELEVANT_LESSONS) and built[3].gate.min_similarity == -1.0
+    assert len(built[4].lessons) == bench.DEMO_LESSONS and built[4].gate == RelevanceGate()  # the templated demo lessons, gated like `dso ask`
     for keys in (["a", "x"], ["e"], ["a", "a"], []):
         with pytest.raises(InputError):
             bench.build_conditions(keys, None, None)
@@ -267,3 +269,20 @@ def test_the_bench_answers_every_question_per_condition_and_resumes_where_it_sto
     assert second["questions"]["indices"][:2] == first["questions"]["indices"]
     assert second["conditions"]["a"]["answered"] == 3 and second["paired"]["d"]["questions"] == 3
     assert len(state.read_text().splitlines()) == 1 + 6
+
+
+@needs_llm
+def test_the_bench_runs_unchanged_against_an_openai_compatible_endpoint(tmp_path, monkeypatch):
+    from dso.edges.llm import LocalChatModel
+
+    server = LocalChatModel("smollm2-135m", threads=1, context=2048)
+    try:
+        endpoint = server.endpoint()
+        monkeypatch.setenv("DSO_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("DSO_LLM_API_KEY", endpoint.api_key)
+        results = bench.run(questions=1, conditions=["a"], base_url=endpoint.base_url, model="smollm2-135m", max_tokens=4, log=lambda _: None)
+    finally:
+        server.close()
+    assert results["backend"] == "OpenAI-compatible endpoint" and results["threads"] is None
+    assert results["conditions"]["a"]["answered"] == 1 and results["paired"] == {}
+    assert list((tmp_path / "home" / "bench").glob("agent-*.jsonl"))
