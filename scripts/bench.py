@@ -34,6 +34,11 @@ BENCHMARKS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in BENCHMARKS and {"-h", "--help"} & set(argv[1:]):
+        module = importlib.import_module(BENCHMARKS[argv[0]])
+        if hasattr(module, "options"):  # its own options' help, not this script's
+            module.options(["--help"])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--markdown", action="store_true", help="print the README table from stored results")
