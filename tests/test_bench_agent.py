@@ -208,6 +208,8 @@ def test_a_torn_last_line_is_cut_and_other_settings_are_refused(tmp_path):
     assert path.read_bytes().endswith(b'"question": 1}\n')
     with pytest.raises(InputError, match="another benchmark run"):
         bench.load_state(path, {"model": "other"})
+    path.write_bytes(b'{"settings": {"mo')  # killed while writing its header
+    assert bench.load_state(path, {"model": "m"}) == [] and path.read_bytes() == b""
 
 
 def test_bench_script_passes_options_only_to_a_benchmark_that_takes_them():

@@ -252,7 +252,9 @@ def load_state(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
             handle.truncate(keep)
         data = data[:keep]
     lines = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    if not lines or lines[0].get("version") != STATE_VERSION or lines[0].get("settings") != settings:
+    if not lines:  # killed before its header was whole: a fresh run
+        return []
+    if lines[0].get("version") != STATE_VERSION or lines[0].get("settings") != settings:
         raise InputError(f"{path} belongs to another benchmark run (other settings or version): give another --state, or delete it")
     return lines[1:]
 
@@ -307,7 +309,7 @@ def run(questions: int = DEFAULT_QUESTIONS, conditions: Sequence[str] = DEFAULT_
                     "system_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:16], "questions_sha256": TEST_SHA256[:16]}
         path = state or dso_home() / "bench" / f"agent-{settings_digest(settings)}.jsonl"
         records = load_state(path, settings)
-        if not path.exists():
+        if not path.exists() or not path.stat().st_size:
             append_line(path, {"version": STATE_VERSION, "settings": settings})
         digests = {c.key: c.digest for c in active}
         done = {(r["question"], r["condition"]): r for r in records if digests.get(r["condition"]) == r["digest"]}
