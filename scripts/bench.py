@@ -2,6 +2,8 @@
 
 Each benchmark writes bench/results/NAME.json; `--markdown` prints the README table from the
 stored results without rerunning (tests/test_readme.py checks the README against those files).
+A benchmark with options of its own (`agent`: --questions, --conditions, ...) parses them in its
+`options(argv)`; the others take none.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dso.edges.files import atomic_write_text
+from dso.errors import DsoError
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
 # Each module under dso/bench/ exposes run() -> results dict and markdown_table(results) -> str.
@@ -26,19 +29,31 @@ BENCHMARKS = {
     "scale": "dso.bench.scale",
     "mcp": "dso.bench.mcp",
     "gate": "dso.bench.gate",
+    "agent": "dso.bench.agent",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in BENCHMARKS and {"-h", "--help"} & set(argv[1:]):
+        module = importlib.import_module(BENCHMARKS[argv[0]])
+        if hasattr(module, "options"):  # its own options' help, not this script's
+            module.options(["--help"])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--markdown", action="store_true", help="print the README table from stored results")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     module = importlib.import_module(BENCHMARKS[args.name])
     run, render = module.run, module.markdown_table
+    if rest and not hasattr(module, "options"):
+        parser.error(f"{args.name} takes no options: {' '.join(rest)}")
     path = RESULTS_DIR / f"{args.name}.json"
     if not args.markdown:
-        results = run()
+        try:
+            results = run(**module.options(rest)) if hasattr(module, "options") else run()
+        except DsoError as exc:  # bad input or a missing model: one line that says what to do, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         atomic_write_text(path, json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}", file=sys.stderr)
     print(render(json.loads(path.read_text())))

@@ -19,7 +19,7 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate"])
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate", "agent"])
 def test_readme_tables_match_the_benchmark_results(name):
     results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
     render = importlib.import_module(f"dso.bench.{name}").markdown_table
@@ -86,3 +86,17 @@ def test_readme_mcp_claims_match_results():
     assert f"takes {call['median']} ms (median; p90 {call['p90']} ms)" in README
     assert f"the search itself is {results['library_search_in_process_ms']['median']} ms" in README
     assert f"`dso query` with the same model costs {results['dso_query_cold_process_s']} s" in README
+
+
+def test_readme_agent_claims_match_results():
+    results = json.loads((ROOT / "bench" / "results" / "agent.json").read_text())
+    a, e = results["conditions"]["a"], results["conditions"]["e"]
+    answers = a["answered"] + e["answered"]
+    wall = results["wall_seconds_this_invocation"]
+    tokens_per_second = (a["completion_tokens"] + e["completion_tokens"]) / (a["llm_seconds"] + e["llm_seconds"])
+    assert f"--questions {results['questions']['count']} --conditions a,e --model {results['model']} --threads {results['threads']}" in README
+    assert f"{answers} answers in {wall:.0f} s ({wall / answers:.0f} s each, {tokens_per_second:.1f} generated tokens/s" in README
+    assert f"Both conditions answered {a['correct']} of {a['answered']} right" in README and e["correct"] == a["correct"]
+    pair = results["paired"]["e"]
+    assert (pair["gained"], pair["lost"], pair["ci95"], pair["mcnemar_p"]) == (0, 0, [0.0, 0.0], 1.0)  # what the prose says about the interval
+    assert f"{e['quality']['copies_task']:.0%} of them copy a" in README

@@ -21,6 +21,12 @@ rails (`check_lesson`):
   `dso.bench.gate.CALIBRATION_LESSONS` score 0.248-0.483, except "Before giving the final answer,
   reread the question..." at 0.644: 0.65 separates the two groups.
 
+`lesson_quality` reports on a whole lesson set (the agent benchmark prints it next to each
+condition): the share of lessons that copy a number or a name from any task, the share that have a
+near-duplicate in the set, the share that are generic advice at the stricter REPORT_GENERIC_COSINE
+(0.8: close to a paraphrase of a `GENERIC_ADVICE` phrase, not merely in its style), and the mean
+length in words.
+
 A group of rollouts teaches something only when some succeeded and some failed: `group_enters`
 (mean reward strictly between 0 and 1, and the rewards differ). `group_confidence` turns the
 group's rewards into the lesson's confidence.
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -39,6 +45,7 @@ from dso.errors import InputError
 
 EXAMPLE_COPY_JACCARD = 0.6
 GENERIC_COSINE = 0.65
+REPORT_GENERIC_COSINE = 0.8
 GENERIC_ADVICE = (
     "Break the problem into smaller parts.",
     "Solve the problem step by step.",
@@ -69,6 +76,19 @@ Initially Currently Usually Normally Sometimes Unfortunately Luckily Yes Please 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SENTENCE_END = re.compile(r"[.!?](?:\s+|$)")
+
+
+@dataclass(frozen=True)
+class LessonQuality:
+    """What a lesson set looks like: how many lessons, the shares (0-1) that copy a number or a
+    name from a task, have a near-duplicate in the set, or are generic advice, and the mean length
+    in words. The shares are None for an empty set."""
+
+    lessons: int
+    copies_task: float | None
+    near_duplicate: float | None
+    generic: float | None
+    mean_words: float | None
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,47 @@ def check_lesson(text: str, task: str, vector: np.ndarray | None = None, kept_ve
             reasons.append(f"copies an example shown in the prompt (word overlap {overlap:.2f})")
             break
     return LessonCheck(tuple(reasons))
+
+
+def task_vocabulary(tasks: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The numbers and the proper names written in any of `tasks` (`task_numbers`, `task_names`)."""
+    numbers: set[str] = set()
+    names: set[str] = set()
+    for task in tasks:
+        numbers |= task_numbers(task)
+        names |= task_names(task)
+    return frozenset(numbers), frozenset(names)
+
+
+def copies_task(text: str, vocabulary: tuple[frozenset[str], frozenset[str]]) -> bool:
+    """Whether `text` writes a number, or a proper name, that a task of `vocabulary` (from
+    `task_vocabulary`) writes. Names in the lesson are found by the same rule as in a task, so a
+    lesson's opening "When" is not a name, and neither is a task's."""
+    numbers, names = vocabulary
+    return bool(task_numbers(text) & numbers) or bool(task_names(text) & names)
+
+
+def lesson_quality(texts: Sequence[str], vectors: np.ndarray, generic_vectors: np.ndarray,
+                   vocabulary: tuple[frozenset[str], frozenset[str]], near_duplicate: float = NEAR_DUPLICATE_COSINE,
+                   generic: float = REPORT_GENERIC_COSINE) -> LessonQuality:
+    """The quality report of a lesson set. `vectors` (n x d) are the lessons' unit-norm embeddings
+    in the order of `texts`, `generic_vectors` (m x d) those of `GENERIC_ADVICE`; `vocabulary` is
+    `task_vocabulary` of the tasks the lessons must not copy from. A lesson counts as a near-
+    duplicate when another lesson of the set has cosine >= `near_duplicate` to it (both count)."""
+    n = len(texts)
+    vectors = np.asarray(vectors, dtype=np.float64).reshape(n, -1) if n else np.zeros((0, 0))
+    generic_vectors = np.asarray(generic_vectors, dtype=np.float64)
+    if n and (vectors.shape[1] != generic_vectors.shape[-1] or not np.all(np.isfinite(vectors))):
+        raise InputError(f"lesson vectors must be finite, one row per lesson, of the generic phrases' dimension; got {vectors.shape}")
+    if not n:
+        return LessonQuality(0, None, None, None, None)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    duplicated = similarity.max(axis=1) >= near_duplicate if n > 1 else np.zeros(1, dtype=bool)
+    is_generic = (vectors @ generic_vectors.T).max(axis=1) >= generic if len(generic_vectors) else np.zeros(n, dtype=bool)
+    copied = [copies_task(text, vocabulary) for text in texts]
+    return LessonQuality(n, sum(copied) / n, float(np.mean(duplicated)), float(np.mean(is_generic)),
+                         float(np.mean([len(_WORD.findall(text)) for text in texts])))
 
 
 def group_enters(rewards: Sequence[float]) -> bool:
