@@ -19,7 +19,7 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate", "agent"])
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate", "agent", "scale"])
 def test_readme_tables_match_the_benchmark_results(name):
     results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
     render = importlib.import_module(f"dso.bench.{name}").markdown_table
@@ -100,3 +100,15 @@ def test_readme_agent_claims_match_results():
     pair = results["paired"]["e"]
     assert (pair["gained"], pair["lost"], pair["ci95"], pair["mcnemar_p"]) == (0, 0, [0.0, 0.0], 1.0)  # what the prose says about the interval
     assert f"{e['quality']['copies_task']:.0%} of them copy a" in README
+
+
+def test_readme_scale_claims_match_results():
+    parts = json.loads((ROOT / "bench" / "results" / "scale.json").read_text())["parts"]
+    sync = parts["sync"]["rows"][-1]
+    assert f"{sync['experiences_per_second']:,.0f} experiences/s at {sync['experiences']:,}" in README
+    assert f"aggregation takes the other {sync['aggregate_seconds']:.1f} s" in README
+    assert f"took {sync['incremental_16_seconds']} s (target 0.5 s" in README
+    million = parts["aggregate"]["rows"][-1]
+    assert f"**Missed: aggregation time at 1M reports**, {million['aggregate_seconds']:.0f} s" in README
+    search = parts["search"]["rows"][-1]
+    assert f"{search['warm_ms_median']} ms warm with recall@10 {search['recall_at_10']}" in README
