@@ -35,8 +35,7 @@ from dso.core.models import MODEL_NAME
 from dso.edges.datasets import gsm8k_insights, gsm8k_questions, sts_pairs, unique
 from dso.edges.embed import load_embedder
 from dso.errors import ExperienceError
-from dso.workflows.library import Library
-from dso.workflows.memory import LOCAL_NODE
+from dso.workflows.library import LOCAL_NODE, Library
 
 SIZE = 10_000
 QUERIES = 200

@@ -153,7 +153,7 @@ def check_lesson(text: str, task: str, vector: np.ndarray | None = None, kept_ve
         reasons.append("not one sentence")
     if not MIN_WORDS <= count <= MAX_WORDS:
         reasons.append(f"length: {count} words (a lesson has {MIN_WORDS}-{MAX_WORDS})")
-    copied_numbers = sorted(task_numbers(task) & {n.replace(",", "") for n in _NUMBER.findall(stripped)})
+    copied_numbers = sorted(task_numbers(task) & task_numbers(stripped))
     if copied_numbers:
         reasons.append(f"copies numbers from the task: {', '.join(copied_numbers)}")
     lesson_words = set(_WORD.findall(stripped))

@@ -34,15 +34,13 @@ from dso.core.models import MODEL_NAME
 from dso.edges.embed import Embedder
 from dso.edges.llm import ChatModel, Completion
 from dso.errors import ExperienceError, LibraryError
-from dso.workflows.library import AddOutcome, Hit, Library
+from dso.workflows.library import LOCAL_NODE, AddOutcome, Hit, Library
 
 DEFAULT_MIN_SIMILARITY = 0.30
 DEFAULT_MIN_CONFIDENCE = 0.5
 DEFAULT_MIN_SUPPORT = 1
 DEFAULT_K = 3
 CANDIDATES = 20  # searched before the gate: enough that k survivors are found when some fail it
-# Local entries carry no node: they are the agent's own, and `dso submit` signs what it publishes.
-LOCAL_NODE = bytes(20)
 
 SYSTEM_PROMPT = (
     "You are a careful problem solver. Reason step by step, briefly. "

@@ -45,6 +45,8 @@ from dso.workflows.codespace import CodeSpace
 from dso.workflows.index import IndexRow, SearchIndex, open_index
 
 SCHEMA_VERSION = 3
+# The node id of the agent's own (local) entries: they carry no node; `dso submit` signs what it publishes.
+LOCAL_NODE = bytes(20)
 DEFAULT_RESCORE = 100
 INDEX_CHUNK = 256  # texts embedded per indexer step (one transaction each)
 # A report's sign bits further than this from the client's own coding of its text are not its

@@ -16,26 +16,21 @@ Inputs are checked by the same rules as the command line (`LibraryError`/`Experi
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from dso.core.aggregate import AcceptancePolicy
-from dso.core.codec import DEFAULT_CODEC, baseline_id, get_codec, load_baseline
-from dso.core.experience import Experience, validate_confidence, validate_domain, validate_text
-from dso.core.models import MODEL_NAME
 from dso.edges.chain import Registry
 from dso.edges.config import NetworkConfig
 from dso.edges.embed import Embedder
 from dso.edges.ipfs import ContentStore
 from dso.errors import DsoError, LibraryError
+from dso.workflows.agent import add_lessons
 from dso.workflows.library import Hit, Library
 from dso.workflows.sync import SyncState, sync
 
 MAX_K = 50
 MAX_QUERY_CHARS = 2_000
-# Local entries carry no node: they are the agent's own, and `dso submit` signs what it publishes.
-LOCAL_NODE = bytes(20)
 
 
 class AgentMemory:
@@ -86,13 +81,8 @@ class AgentMemory:
     def add(self, text: str, domain: str, confidence: float) -> dict[str, Any]:
         """Store one of the agent's own lessons as a local entry (visible at once, never published
         unless submitted with `dso submit`); near-duplicates of an entry are not stored twice."""
-        text, domain, confidence = validate_text(text), validate_domain(domain), validate_confidence(confidence)
         with self._lock:
-            library = self._open()
-            baseline = load_baseline()
-            code = get_codec(DEFAULT_CODEC, self.embedder.dim, baseline).encode(self.embedder.embed([text]))[0]
-            experience = Experience.create(text, domain, confidence, MODEL_NAME, DEFAULT_CODEC, bytes(code), LOCAL_NODE, int(time.time()))
-            outcome = library.add(experience, bytes.fromhex(baseline_id(baseline)))
+            [outcome] = add_lessons(self._open(), self.embedder, [(text, domain, confidence)])
             return {"id": outcome.experience_id, "stored": outcome.stored, "existing": outcome.existing, "similarity": outcome.similarity}
 
     def status(self) -> dict[str, Any]:
