@@ -288,3 +288,51 @@ def test_the_bench_runs_unchanged_against_an_openai_compatible_endpoint(tmp_path
     assert results["backend"] == "OpenAI-compatible endpoint" and results["threads"] is None
     assert results["conditions"]["a"]["answered"] == 1 and results["paired"] == {}
     assert list((tmp_path / "home" / "bench").glob("agent-*.jsonl"))
+
+
+@needs_llm
+def test_a_condition_that_injects_nothing_reuses_the_baseline_answer_and_the_control_matches_its_count(tmp_path, monkeypatch):
+    from dso.edges.llm import LocalChatModel
+
+    monkeypatch.setenv("DSO_HOME", str(tmp_path / "home"))
+    lessons = tmp_path / "own.jsonl"  # bears on the first held-out question (money held by several people), not on the second (eating rates)
+    lessons.write_text(json.dumps({"text": "When one person has a stated amount more money than another, add the amounts to find the total.",
+                                   "domain": "math", "confidence": 0.9}) + "\n")
+    state = tmp_path / "state.jsonl"
+    model = Counting(LocalChatModel("smollm2-135m", threads=1, context=2048))
+    try:
+        results = bench.run(questions=2, conditions=["a", "d", "b"], lessons=lessons, max_tokens=4, state=state, chat=model, log=lambda _: None)
+    finally:
+        model.close()
+    rows = {(r["question"], r["condition"]): r for r in bench.load_state(state, json.loads(state.read_text().splitlines()[0])["settings"])}
+    first, second = results["questions"]["indices"]
+    assert len(rows[(first, "b")]["lessons"]) == 1 and not rows[(first, "b")].get("same_prompt_as")
+    assert len(rows[(first, "d")]["lessons"]) == 1  # as many irrelevant lessons as (b) injected
+    for key in ("b", "d"):  # (b)'s gate selected nothing for the second question: (a)'s prompt, (a)'s answer, no call
+        row = rows[(second, key)]
+        assert row["same_prompt_as"] == "a" and row["lessons"] == [] and row["completion_tokens"] == 0
+        assert (row["correct"], row["predicted"]) == (rows[(second, "a")]["correct"], rows[(second, "a")]["predicted"])
+    assert model.calls == 2 + 1 + 1
+    assert results["conditions"]["b"]["same_prompt_as_a"] == 1 and results["paired"]["d"]["questions"] == 2
+
+
+@needs_llm
+def test_parts_sharing_one_state_file_answer_disjoint_questions_and_any_run_reports_all(tmp_path, monkeypatch):
+    from dso.edges.llm import LocalChatModel
+
+    monkeypatch.setenv("DSO_HOME", str(tmp_path / "home"))
+    state = tmp_path / "state.jsonl"
+    model = Counting(LocalChatModel("smollm2-135m", threads=1, context=2048))
+    try:
+        one = bench.run(questions=3, conditions=["a"], max_tokens=4, state=state, chat=model, part=(1, 2), log=lambda _: None)
+        assert model.calls == 2 and one["conditions"]["a"]["answered"] == 2  # questions 1 and 3 of the run
+        two = bench.run(questions=3, conditions=["a"], max_tokens=4, state=state, chat=model, part=(2, 2), log=lambda _: None)
+        assert model.calls == 3 and two["conditions"]["a"]["answered"] == 3 and two["conditions"]["a"]["status"] == "done"
+        again = bench.run(questions=3, conditions=["a"], max_tokens=4, state=state, chat=model, log=lambda _: None)
+        assert model.calls == 3 and again["conditions"]["a"] == two["conditions"]["a"]
+    finally:
+        model.close()
+    assert bench.options(["--part", "2/3"])["part"] == (2, 3)
+    for bad in ("3/2", "x", "0/2"):
+        with pytest.raises(InputError, match="--part"):
+            bench.run(questions=1, conditions=["a"], part=bench.options(["--part", bad])["part"], log=lambda _: None) if "/" in bad else bench.options(["--part", bad])

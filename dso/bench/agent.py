@@ -12,9 +12,9 @@ verifier of the learning loop (`dso.core.verifiers.NumericVerifier`):
   original is never written; its visible entries are searched with their support, so the gate's
   support rule applies), or a JSONL of text/domain/confidence (e.g. other nodes' `dso learn`
   outputs concatenated), whose lessons are stored as local entries, exempt from the support rule;
-- (d) a control: DEFAULT_K hand-written lessons that bear on nothing in GSM8K
-  (`IRRELEVANT_LESSONS`) injected into every prompt with the gate open (similarity >= -1), as
-  many as the gated conditions inject at most: what any k lessons cost, relevant or not;
+- (d) a control: hand-written lessons that bear on nothing in GSM8K (`IRRELEVANT_LESSONS`),
+  injected with the gate open (similarity >= -1), per question as many as the most that (b) or
+  (c) injected for it (DEFAULT_K when neither runs): what that many lessons cost, relevant or not;
 - (e) today's templated demo experiences: `gsm8k_insights(40)` (the 40 GSM8K train problems the
   demo's nodes distil, template style 0), through the default gate.
 
@@ -39,6 +39,16 @@ gain g; issue 10's measurement had d = 13/40, so at 40 questions a 95% interval 
 (+-0.15 if only a fifth of the questions are discordant): the default run resolves only large
 effects. `--questions 200` narrows it to about +-0.08, at five times the cost.
 
+Shared prompts: a question for which a condition's gate selects no lesson sends exactly the prompt
+of (a) (`build_messages` with no lessons); decoding is greedy and seeded, so its answer is (a)'s,
+and it is recorded as (a)'s answer (`same_prompt_as: "a"`, no tokens) instead of being generated
+again. With a gate that rarely opens this is most of the run: the cost is (a) plus the questions
+that do get lessons.
+
+Parallel: `--part i/n` answers every n-th question from the i-th; n processes given the same
+`--state` file share the run (one line per append), and any of them, or a plain rerun, reports
+every answer in the file.
+
 Resumable: each answer is appended to a state JSONL (one write of one line, fsynced; a torn last
 line is cut off on the next start) under $DSO_HOME/bench/, named by a hash of the settings that
 change answers (model, max tokens, seed, prompt, questions file). Rerunning the same command skips
@@ -57,7 +67,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack, closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -73,7 +83,7 @@ from dso.edges.datasets import gsm8k_insights, gsm8k_questions
 from dso.edges.embed import Embedder, load_embedder
 from dso.edges.llm import DEFAULT_LOCAL_MODEL, ChatModel, LLMSettings, open_chat_model
 from dso.errors import DatasetError, InputError
-from dso.workflows.agent import DEFAULT_K, SYSTEM_PROMPT, RelevanceGate, add_lessons, ask
+from dso.workflows.agent import DEFAULT_K, SYSTEM_PROMPT, RelevanceGate, add_lessons, ask, select_experiences
 from dso.workflows.library import Library
 
 TEST_FILE = PROJECT_ROOT / "bench" / "data" / "gsm8k" / "test.jsonl"
@@ -84,6 +94,8 @@ DEFAULT_CONDITIONS = ("a", "e", "b")
 DEFAULT_MAX_TOKENS = 450
 DEMO_LESSONS = 40  # dso demo: 32 shared + 4 x 2 niche lessons, GSM8K train problems 0-39
 STATE_VERSION = 1
+ANSWER_ORDER = ("a", "b", "c", "e", "d")
+MATCHED_BY_CONTROL = ("b", "c")  # (d) injects per question as many lessons as the most these injected
 CONDITIONS = {
     "a": "(a) no experiences",
     "b": "(b) own lessons",
@@ -137,7 +149,8 @@ class Condition:
     def digest(self) -> str:
         """Hash of what the condition injects from: a changed lesson file invalidates its answers."""
         gate = asdict(self.gate) if self.gate else None
-        return _sha256_json({"lessons": self.lessons, "gate": gate, "synced": self.library_file is not None})[:16]
+        control = {"matched_to": list(MATCHED_BY_CONTROL)} if self.key == "d" else {}
+        return _sha256_json({"lessons": self.lessons, "gate": gate, "synced": self.library_file is not None, **control})[:16]
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -277,10 +290,14 @@ def append_line(path: Path, record: dict[str, Any]) -> None:
 def run(questions: int = DEFAULT_QUESTIONS, conditions: Sequence[str] = DEFAULT_CONDITIONS, lessons: Path | None = None,
         network: Path | None = None, model: str | None = None, threads: int = 1, base_url: str | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS, seed: int = 0, state: Path | None = None, chat: ChatModel | None = None,
-        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        log: Callable[[str], None] | None = None, part: tuple[int, int] | None = None) -> dict[str, Any]:
     """Answer the first `questions` held-out questions under each condition (question by question,
     so a run stopped early still has paired answers), then compare. `chat` is an already opened
-    model (else one is opened from `model`, `threads`, `base_url`); `state` the state JSONL."""
+    model (else one is opened from `model`, `threads`, `base_url`); `state` the state JSONL; `part`
+    (i, n): answer only every n-th question starting at the i-th, so n processes sharing one state
+    file answer the run in parallel (the summary reads every part's answers from the file)."""
+    if part is not None and (len(part) != 2 or not 1 <= part[0] <= part[1]):
+        raise InputError(f"--part must be i/n with 1 <= i <= n; got {part!r}")
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     if isinstance(questions, bool) or not isinstance(questions, int) or not 1 <= questions:
         raise InputError(f"--questions must be a whole number of at least 1; got {questions!r}")
@@ -312,30 +329,50 @@ def run(questions: int = DEFAULT_QUESTIONS, conditions: Sequence[str] = DEFAULT_
         if not path.exists() or not path.stat().st_size:
             append_line(path, {"version": STATE_VERSION, "settings": settings})
         digests = {c.key: c.digest for c in active}
+        matched = [c.key for c in active if c.key in MATCHED_BY_CONTROL]
         done = {(r["question"], r["condition"]): r for r in records if digests.get(r["condition"]) == r["digest"]}
         libraries = {c.key: _library(stack, c, embedder) for c in active}
         verifier = NumericVerifier()
         started, load_start = time.monotonic(), os.getloadavg()
-        total = len(chosen) * len(active)
-        answered = sum((q.index, c.key) in done for q in chosen for c in active)
+        order = sorted(active, key=lambda c: ANSWER_ORDER.index(c.key))  # (a) first: the others may share its prompt; (d) last: it matches them
+        mine = chosen if part is None else [q for n, q in enumerate(chosen) if n % part[1] == part[0] - 1]
+        total = len(mine) * len(active)
+        answered = sum((q.index, c.key) in done for q in mine for c in active)
         say(f"{answered} of {total} answers already in {path}")
-        for question in chosen:
-            for condition in active:
+        for question in mine:
+            for condition in order:
                 if (question.index, condition.key) in done:
                     continue
-                reply = ask(question.question, chat, libraries[condition.key], condition.gate, max_tokens=max_tokens, temperature=0.0, seed=seed)
-                verdict = verifier.verify(reply.text, question.answer)
-                completion = reply.completion
-                record = {"question": question.index, "condition": condition.key, "digest": condition.digest, "correct": verdict.reward >= 1.0,
-                          "predicted": verdict.predicted, "expected": verdict.expected, "lessons": [h.experience.text for h in reply.selection.used],
-                          "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                          "seconds": round(completion.seconds, 3), "finish_reason": completion.finish_reason, "load1": round(os.getloadavg()[0], 2)}
+                gate = condition.gate
+                if condition.key == "d" and matched:
+                    injected = [len(done[(question.index, key)]["lessons"]) for key in matched if (question.index, key) in done]
+                    if len(injected) < len(matched):
+                        continue  # answered after (b)/(c) in the part that answers them
+                    gate = replace(gate, k=max(injected)) if max(injected) else None
+                selection = select_experiences(libraries[condition.key], question.question, gate) if gate else None
+                if (selection is None or not selection.used) and condition.key != "a" and (question.index, "a") in done:
+                    baseline = done[(question.index, "a")]  # the very prompt (a) sent: greedy decoding gives (a)'s answer
+                    record = {"question": question.index, "condition": condition.key, "digest": condition.digest, "correct": baseline["correct"],
+                              "predicted": baseline["predicted"], "expected": baseline["expected"], "lessons": [], "same_prompt_as": "a",
+                              "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0, "finish_reason": baseline["finish_reason"],
+                              "load1": round(os.getloadavg()[0], 2)}
+                else:
+                    reply = ask(question.question, chat, libraries[condition.key] if gate else None, gate, max_tokens=max_tokens, temperature=0.0,
+                                seed=seed)
+                    verdict = verifier.verify(reply.text, question.answer)
+                    completion = reply.completion
+                    record = {"question": question.index, "condition": condition.key, "digest": condition.digest, "correct": verdict.reward >= 1.0,
+                              "predicted": verdict.predicted, "expected": verdict.expected, "lessons": [h.experience.text for h in reply.selection.used],
+                              "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                              "seconds": round(completion.seconds, 3), "finish_reason": completion.finish_reason, "load1": round(os.getloadavg()[0], 2)}
                 append_line(path, record)
                 done[(question.index, condition.key)] = record
                 answered += 1
                 say(f"[{answered}/{total}] q{question.index} {condition.key}: {'right' if record['correct'] else 'wrong'} "
-                    f"({verdict.predicted} vs {verdict.expected}), {len(record['lessons'])} lessons, {completion.completion_tokens} tokens "
-                    f"in {completion.seconds:.1f} s")
+                    f"({record['predicted']} vs {record['expected']}), {len(record['lessons'])} lessons, "
+                    + ("same prompt as (a)" if record.get("same_prompt_as") else f"{record['completion_tokens']} tokens in {record['seconds']:.1f} s"))
+        if part is not None:  # the other parts' answers, appended to the same state file meanwhile
+            done = {(r["question"], r["condition"]): r for r in load_state(path, settings) if digests.get(r["condition"]) == r["digest"]}
         wall = time.monotonic() - started
         load_end = os.getloadavg()
     return summarise(chosen, built, done, quality, settings, threads=getattr(chat, "threads", None), base_url=base_url, wall=wall,
@@ -390,6 +427,7 @@ def summarise(chosen: Sequence[Question], built: Sequence[Condition], done: dict
                   "prompt_tokens": sum(r["prompt_tokens"] for r in rows), "completion_tokens": tokens, "llm_seconds": round(seconds, 1),
                   "tokens_per_second": round(tokens / seconds, 2) if seconds else None,
                   "stopped_at_max_tokens": sum(r["finish_reason"] == "length" for r in rows),
+                  "same_prompt_as_a": sum(bool(r.get("same_prompt_as")) for r in rows),
                   "mean_load1": round(float(np.mean([r["load1"] for r in rows])), 2) if rows else None}
         if condition.key in quality:
             entry["quality"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(quality[condition.key]).items()}
@@ -461,10 +499,18 @@ def options(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument("--seed", type=int, default=0, help="question order, bootstrap and sampling seed")
     parser.add_argument("--state", type=Path, default=None, help="state JSONL (default: $DSO_HOME/bench/agent-<settings hash>.jsonl)")
+    parser.add_argument("--part", default=None, help="i/n: answer every n-th question from the i-th (n processes in parallel, one state file)")
     args = parser.parse_args(list(argv))
+    part = None
+    if args.part is not None:
+        try:
+            first, count = (int(x) for x in args.part.split("/"))
+        except ValueError:
+            raise InputError(f"--part must be i/n, e.g. 1/2; got {args.part!r}") from None
+        part = (first, count)
     return {"questions": args.questions, "conditions": [c.strip() for c in args.conditions.split(",") if c.strip()], "lessons": args.lessons,
             "network": args.network, "model": args.model, "threads": args.threads, "base_url": args.base_url, "max_tokens": args.max_tokens,
-            "seed": args.seed, "state": args.state}
+            "seed": args.seed, "state": args.state, "part": part}
 
 
 def _unit(vectors: Any) -> np.ndarray:
