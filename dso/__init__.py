@@ -27,7 +27,7 @@ _ERRORS = (
     "ContractRevert", "BatchRefused", "SignatureError", "EmbeddingError", "EmbedderUnavailable", "CodecError", "StoreError",
     "StoreUnavailable", "StoreTimeout", "ContentNotFound", "CidMismatch", "ObjectTooLarge", "InvalidCid",
     "AggregationError", "InsufficientReports", "AlignmentError", "ExperienceError", "BatchError", "ProofError",
-    "InputError", "LibraryError", "WalletError", "DatasetError", "LLMError", "LLMUnavailable", "LLMTimeout", "LLMRequestError",
+    "InputError", "QueuedInOutbox", "LibraryError", "WalletError", "DatasetError", "LLMError", "LLMUnavailable", "LLMTimeout", "LLMRequestError",
     "LLMResponseError", "ModelIntegrityError",
 )
 

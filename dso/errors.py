@@ -124,6 +124,10 @@ class InputError(DsoError):
     """An input file of experiences is malformed; the message names the line and the field."""
 
 
+class QueuedInOutbox(DsoError):
+    """Batches were prepared and are safe in the outbox, but could not be committed now (a service is down)."""
+
+
 class LibraryError(DsoError):
     """The library file is unusable, or a query is malformed."""
 

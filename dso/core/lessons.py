@@ -30,6 +30,12 @@ length in words.
 A group of rollouts teaches something only when some succeeded and some failed: `group_enters`
 (mean reward strictly between 0 and 1, and the rewards differ). `group_confidence` turns the
 group's rewards into the lesson's confidence.
+
+When a learning agent publishes is the seeds' semantic-event rule (SEP, section 3.2.2: transmit
+when d(M_t, M_{t-1}) > theta, d a cosine distance): `semantic_drift` is the cosine distance
+between the agent's lesson pool now and the pool it last published, each summarised by the mean of
+its unit lesson vectors; `publication_due` publishes when that drift reaches a threshold, or when
+a number of lessons are new or changed since the last publication, whichever comes first.
 """
 
 from __future__ import annotations
@@ -245,3 +251,35 @@ def _rewards(rewards: Sequence[float]) -> np.ndarray:
     if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
         raise InputError(f"rewards must be finite numbers in [0, 1]; got {list(rewards)!r}")
     return values
+
+
+def pool_state(vectors: np.ndarray) -> np.ndarray:
+    """A lesson pool's semantic state M: the mean of its unit lesson vectors (rows), as float64."""
+    array = np.asarray(vectors, dtype=np.float64)
+    if array.ndim != 2 or not len(array) or not np.all(np.isfinite(array)):
+        raise InputError("a pool state needs at least one finite lesson vector")
+    return (array / np.linalg.norm(array, axis=1, keepdims=True)).mean(axis=0)
+
+
+def semantic_drift(published: np.ndarray | None, current: np.ndarray) -> float:
+    """Cosine distance in [0, 2] between the pool state last published and the current one.
+    Nothing published yet is maximal drift (1.0: the first lessons are all news); a state of length
+    zero (lessons that cancel out) is compared as orthogonal."""
+    if published is None:
+        return 1.0
+    a, b = np.asarray(published, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return 1.0 if norms == 0.0 else float(1.0 - np.clip(a @ b / norms, -1.0, 1.0))
+
+
+def publication_due(new_lessons: int, drift: float, every: int | None, threshold: float | None) -> str | None:
+    """Why the agent should publish now, or None: `new_lessons` (new or changed since the last
+    publication) reached `every`, or `drift` reached `threshold` with at least one new lesson (a
+    pool that only lost lessons has nothing to publish). Either rule may be off (None)."""
+    if new_lessons < 1:
+        return None
+    if every is not None and new_lessons >= every:
+        return f"{new_lessons} new lesson(s) >= {every}"
+    if threshold is not None and drift >= threshold:
+        return f"drift {drift:.3f} >= {threshold}"
+    return None

@@ -29,6 +29,11 @@ prompt its 2 lessons were generic ("When a problem is solved correctly, it follo
 logical sequence of steps.", now refused as generic advice); with the current one both copied the
 task's numbers and were refused. What this loop learns at scale is not measured yet.
 
+Publishing as it learns (`PublishPolicy`, `lesson_publisher`): after each batch, the lessons new or
+changed since the last publication are published from a node wallet when enough of them have
+accumulated or when the pool has drifted far enough from what was last published (the seeds'
+semantic-event rule, `dso.core.lessons.publication_due`); what was published is kept in the state.
+
 Resumable: the run's state (`state.json` in the state directory: the next batch, the rollouts
 of the current batch, the pool, counters) is rewritten atomically (temp file + os.replace) after
 every task's rollouts and after every batch. A crash loses at most the LLM calls of one task's
@@ -45,8 +50,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dso.core.experience import ExperienceError, validate_confidence, validate_domain, validate_text
-from dso.core.lessons import GENERIC_ADVICE, check_lesson, group_confidence, group_enters
+from dso.core.experience import ExperienceError, Insight, validate_confidence, validate_domain, validate_text
+from dso.core.lessons import GENERIC_ADVICE, check_lesson, group_confidence, group_enters, pool_state, publication_due, semantic_drift
 from dso.core.practice import (
     LESSON_FORM,
     Operation,
@@ -62,9 +67,10 @@ from dso.core.verifiers import Verifier, get_verifier, reference_number
 from dso.edges.embed import Embedder
 from dso.edges.files import atomic_write_text
 from dso.edges.llm import ChatModel, Completion
-from dso.errors import InputError
+from dso.errors import DsoError, InputError, QueuedInOutbox
 from dso.workflows.agent import DEFAULT_MIN_SIMILARITY, add_lessons, build_messages
 from dso.workflows.library import Library
+from dso.workflows.publish import publish
 
 STATE_VERSION = 1
 TASK_FIELDS = frozenset({"question", "answer", "id"})
@@ -117,6 +123,32 @@ class LearnSettings:
 
 
 @dataclass(frozen=True)
+class PublishPolicy:
+    """When the learning loop publishes its new lessons itself (the seeds' semantic event): after a
+    batch, once `every` lessons are new or changed since the last publication, or once the pool's
+    semantic drift from what it last published reaches `drift` (`dso.core.lessons.publication_due`),
+    whichever comes first. Not part of the stored settings: it may change between invocations."""
+
+    every: int | None = None
+    drift: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.every is None and self.drift is None:
+            raise InputError("a publishing policy needs --publish-every N, --publish-drift X or both")
+        if self.every is not None and (isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1):
+            raise InputError(f"--publish-every must be a whole number of at least 1; got {self.every!r}")
+        if self.drift is not None and (not isinstance(self.drift, (int, float)) or not 0.0 < self.drift <= 2.0):
+            raise InputError(f"--publish-drift is a cosine distance in (0, 2]; got {self.drift!r}")
+
+
+# What the loop calls to publish: (text, domain, confidence) lessons -> a one-line account (batch roots).
+# It raises QueuedInOutbox when the lessons are safe in the outbox but not committed yet (they count as
+# published: the outbox commits them later), any other DsoError when nothing was queued (retried after
+# the next batch).
+Publisher = Callable[[Sequence[tuple[str, str, float]]], str]
+
+
+@dataclass(frozen=True)
 class LearnProgress:
     """Where a run is (sent to the progress callback after every LLM call)."""
 
@@ -151,6 +183,7 @@ class LearnReport:
     output: Path
     stored: int = 0
     log: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    publications: tuple[dict[str, Any], ...] = ()  # each publication attempt: batch, lessons, drift, reason, outcome
 
     @property
     def tokens_per_second(self) -> float:
@@ -197,8 +230,13 @@ class Learner:
 
     def __init__(self, model: ChatModel, embedder: Embedder, tasks: Sequence[Task], tasks_sha256: str, state_dir: Path,
                  settings: LearnSettings = LearnSettings(), verifier: Verifier | None = None, output: Path | None = None,
-                 progress: Callable[[LearnProgress], None] | None = None) -> None:
+                 progress: Callable[[LearnProgress], None] | None = None, publisher: Publisher | None = None,
+                 policy: PublishPolicy | None = None) -> None:
+        if (publisher is None) != (policy is None):
+            raise InputError("publishing needs both a publisher (a node wallet) and a policy")
         self.model = model
+        self.publisher = publisher
+        self.policy = policy
         self.embedder = embedder
         self.tasks = list(tasks)
         self.settings = settings
@@ -280,6 +318,38 @@ class Learner:
         self.state["pending"] = {}
         self._save()
         self._write_output()
+        self._maybe_publish(number)
+
+    def _maybe_publish(self, batch: int) -> None:
+        """Publish the lessons new or changed since the last publication when the policy says the
+        pool has changed enough. The state records what was published (texts and pool state) right
+        after the publisher returns; a crash in between republishes those lessons on resume, as a
+        second batch of the same node, which aggregation counts as one voice (one per node)."""
+        if self.publisher is None or self.policy is None:
+            return
+        published = self.state.setdefault("published", {"texts": {}, "state": None, "events": []})
+        fresh = [(key, entry) for key, entry in self.state["lessons"].items() if published["texts"].get(key) != entry["text"]]
+        if not fresh:
+            return
+        current = pool_state(np.stack([self._vectors[key] for key in self.state["lessons"]]))
+        drift = semantic_drift(None if published["state"] is None else np.asarray(published["state"]), current)
+        reason = publication_due(len(fresh), drift, self.policy.every, self.policy.drift)
+        if reason is None:
+            return
+        lessons = [(entry["text"], self.settings.domain, validate_confidence(round(float(entry["confidence"]), 6))) for _, entry in fresh]
+        event = {"batch": batch, "lessons": len(lessons), "drift": round(drift, 6), "reason": reason}
+        try:
+            event["outcome"] = self.publisher(lessons)
+        except QueuedInOutbox as exc:
+            event["outcome"] = f"queued: {exc}"
+        except DsoError as exc:
+            published["events"].append(event | {"outcome": f"not published, retried after the next batch: {exc}"})
+            self._save()
+            return
+        published["texts"].update({key: entry["text"] for key, entry in fresh})
+        published["state"] = [float(x) for x in current]
+        published["events"].append(event)
+        self._save()
 
     def _rollouts(self, task: Task) -> list[dict[str, Any]]:
         """G answers to the task with the pool's relevant lessons injected, each with its reward."""
@@ -426,4 +496,20 @@ class Learner:
         return LearnReport(done, stats["groups_used"], stats["groups_skipped"], stats["rollouts"],
                            stats["reward_sum"] / stats["rollouts"] if stats["rollouts"] else 0.0, tuple(self.lessons()),
                            dict(stats["refused"]), stats["unreadable"], stats["prompt_tokens"], stats["completion_tokens"],
-                           stats["llm_seconds"], self.output, stored, tuple(self.state["log"]))
+                           stats["llm_seconds"], self.output, stored, tuple(self.state["log"]),
+                           tuple(self.state.get("published", {}).get("events", ())))
+
+
+def lesson_publisher(node: Any, load_embedder: Callable[[], Embedder], outbox: Any, services: Callable[[], tuple[Any, Any]]) -> Publisher:
+    """A `Publisher` that sends lessons through the one publish path (`workflows.publish.publish`)
+    from the node wallet `node`: validated, embedded, batched, queued in `outbox`, pinned and
+    committed. Its account names the committed batch roots; batches the chain refused or that wait
+    in the outbox are said as such (they are durable there: `dso outbox` shows them)."""
+    def send(lessons: Sequence[tuple[str, str, float]]) -> str:
+        insights = [Insight(text, domain, confidence, {"source": "dso learn"}) for text, domain, confidence in lessons]
+        result = publish(insights, node, load_embedder, outbox, services)
+        parts = [f"committed {c.root[:16]} ({c.count})" for c in result.committed]
+        parts += [f"{p.state} in the outbox {p.root[:16]}: {p.last_error or ''}".strip() for p in result.pending]
+        return "; ".join(parts) or "nothing to commit"
+
+    return send

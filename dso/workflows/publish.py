@@ -29,7 +29,7 @@ from dso.edges.config import dso_home
 from dso.edges.embed import Embedder
 from dso.edges.files import atomic_write_bytes, atomic_write_text
 from dso.edges.ipfs import ContentStore, cid_to_bytes
-from dso.errors import BatchError, BatchRefused, ContractRevert, DsoError, InputError
+from dso.errors import BatchError, BatchRefused, ContractRevert, DsoError, InputError, QueuedInOutbox
 
 
 def read_insights(path: Path) -> list[Insight]:
@@ -422,7 +422,7 @@ def publish(
     try:
         store, registry = services()
     except DsoError as exc:
-        raise DsoError(f"{len(roots)} batch(es) ({roots[0][:16]}...) are safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
+        raise QueuedInOutbox(f"{len(roots)} batch(es) ({roots[0][:16]}...) are safe in the outbox, but {exc}; run `dso outbox flush` later") from exc
     result = outbox.flush(store, registry, node, progress)
     if not {p.root for p in result.pending} & set(roots):
         submission.close()

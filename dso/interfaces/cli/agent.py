@@ -9,7 +9,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from dso.interfaces.cli.options import console, echo_json, format_option, library_path, plain_text, text_cell
+from dso.errors import DsoError
+from dso.interfaces.cli.options import console, echo_json, format_option, library_path, open_registry, open_store, plain_text, text_cell, unlock_wallet
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,18 +129,38 @@ def _hit_json(hit) -> dict[str, Any]:
 @click.option("--out", "output", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Lessons JSONL for `dso submit` (default STATE/lessons.jsonl).")
 @click.option("--no-library", is_flag=True, help="Do not add the lessons to the local library at the end.")
+@click.option("--publish-every", type=click.IntRange(min=1), default=None,
+              help="Publish from --wallet once this many lessons are new or changed since the last publication.")
+@click.option("--publish-drift", type=click.FloatRange(min=0.0, max=2.0, min_open=True), default=None,
+              help="Publish from --wallet once the pool's cosine drift from what it last published reaches this (e.g. 0.05).")
+@click.option("--wallet", "wallet_name", default=None, help="Node wallet that publishes (with --publish-every / --publish-drift).")
+@click.option("--password-env", default=None, help="Read the wallet password from this environment variable.")
 def learn_command(tasks_file: Path, base_url: str | None, model: str | None, threads: int | None, group_size: int, batch_size: int,
                   temperature: float, max_tokens: int, learn_max_tokens: int, lessons_per_group: int, domain: str, verifier: str, seed: int,
-                  limit: int | None, state_dir: Path | None, output: Path | None, no_library: bool) -> None:
-    """Learn lessons from TASKS_FILE ({"question", "answer"} per line) with Training-Free GRPO."""
+                  limit: int | None, state_dir: Path | None, output: Path | None, no_library: bool, publish_every: int | None,
+                  publish_drift: float | None, wallet_name: str | None, password_env: str | None) -> None:
+    """Learn lessons from TASKS_FILE ({"question", "answer"} per line) with Training-Free GRPO.
+
+    With --publish-every and/or --publish-drift the loop publishes its new lessons itself, from
+    --wallet, after the batch at which either rule fires (the seeds' semantic event)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dso.edges.config import dso_home
     from dso.edges.embed import load_embedder
-    from dso.workflows.learn import Learner, LearnSettings, read_tasks
+    from dso.workflows.learn import Learner, LearnSettings, PublishPolicy, lesson_publisher, read_tasks
     from dso.workflows.library import Library
 
     tasks, sha = read_tasks(tasks_file)
+    publishing = publish_every is not None or publish_drift is not None
+    if publishing != (wallet_name is not None):
+        raise DsoError("--publish-every/--publish-drift and --wallet go together: the wallet publishes what the rules decide")
+    policy = PublishPolicy(publish_every, publish_drift) if publishing else None
+    publisher = None
+    if publishing:
+        from dso.workflows.publish import Outbox
+
+        node = unlock_wallet(wallet_name, password_env)  # before any LLM time is spent: a wrong password fails now
+        publisher = lesson_publisher(node, lambda: load_embedder("minilm"), Outbox(), lambda: (open_store(), open_registry()))
     settings = LearnSettings(group_size, batch_size, temperature, max_tokens, learn_max_tokens, lessons_per_group, domain=domain,
                              verifier=verifier, seed=seed)
     state = state_dir or dso_home() / "learn" / f"{tasks_file.stem}-{sha[:12]}"
@@ -153,7 +174,8 @@ def learn_command(tasks_file: Path, base_url: str | None, model: str | None, thr
                 bar.update(job, completed=p.tasks_done,
                            description=f"{p.stage:<10} {p.lessons} lesson(s), {p.completion_tokens} tokens, {p.tokens_per_second:.1f} tokens/s")
 
-            learner = Learner(chat, load_embedder("minilm-int8"), tasks, sha, state, settings, output=output, progress=show)
+            learner = Learner(chat, load_embedder("minilm-int8"), tasks, sha, state, settings, output=output, progress=show, publisher=publisher,
+                              policy=policy)
             report = learner.run(limit)
         stored = 0
         if not no_library:
@@ -169,4 +191,6 @@ def learn_command(tasks_file: Path, base_url: str | None, model: str | None, thr
         console.print(f"  {key} [{confidence:.2f}] {plain_text(text)}")
     console.print(f"{report.completion_tokens} tokens generated in {report.llm_seconds:.0f} s of LLM time ({report.tokens_per_second:.1f} tokens/s), "
                   f"{report.prompt_tokens} prompt tokens; state: {state}")
+    for event in report.publications:
+        console.print(f"published after batch {event['batch'] + 1}: {event['lessons']} lesson(s) ({event['reason']}): {plain_text(event['outcome'])}")
     console.print(f"lessons for `dso submit`: {report.output}" + ("" if no_library else f"; {stored} new in the local library"))
