@@ -30,6 +30,7 @@ BENCHMARKS = {
     "mcp": "dso.bench.mcp",
     "gate": "dso.bench.gate",
     "agent": "dso.bench.agent",
+    "network": "dso.bench.network",
 }
 
 

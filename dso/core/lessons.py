@@ -283,3 +283,18 @@ def publication_due(new_lessons: int, drift: float, every: int | None, threshold
     if threshold is not None and drift >= threshold:
         return f"drift {drift:.3f} >= {threshold}"
     return None
+
+
+def endorsable(text: str, vector: np.ndarray, task_vectors: np.ndarray, tasks_text: str, min_similarity: float, min_tasks: int) -> bool:
+    """Whether a node endorses another node's lesson (reports it again from its own wallet, so it can
+    reach the network's distinct-node bar): the lesson applies to at least `min_tasks` of the node's
+    own problems (cosine >= `min_similarity` of the unit `vector` to the unit rows of `task_vectors`,
+    the agent's gate threshold) and passes the node's guard rails against them (`check_lesson`: one
+    sentence, no number or name copied from its problems). Independent evidence of generality: a
+    lesson that only fits its author's problems is not endorsed."""
+    if isinstance(min_tasks, bool) or not isinstance(min_tasks, int) or min_tasks < 1:
+        raise InputError(f"min_tasks must be a whole number of at least 1; got {min_tasks!r}")
+    if not len(task_vectors):
+        return False
+    applies = int(np.count_nonzero(np.asarray(task_vectors) @ np.asarray(vector) >= min_similarity))
+    return applies >= min_tasks and check_lesson(text, tasks_text).ok
