@@ -11,7 +11,7 @@ import pytest
 
 from dso.bench import network
 from dso.core.lessons import endorsable
-from dso.errors import InputError
+from dso.errors import DatasetError, InputError
 
 GENERAL = ("When a price is given per item, multiply it by the number of items to get the total cost.",
            "When a rate is given per hour, multiply it by the hours worked to find the total earned.",
@@ -30,15 +30,19 @@ def test_a_lesson_is_endorsed_only_if_it_applies_to_enough_of_the_nodes_problems
         endorsable("x", lesson, tasks, "", 0.5, 0)
 
 
-def test_shards_are_disjoint_gsm8k_train_lines_and_too_many_tasks_is_InputError():
-    lines = [f"line {i}" for i in range(1_200)]
-    shards = [network.shard_lines(n, 40, lines) for n in range(1, 5)]
+def test_shards_are_disjoint_gsm8k_train_lines_and_bad_options_are_InputError():
+    from dso.edges.datasets import gsm8k_records, gsm8k_shard_lines
+
+    shards = [gsm8k_shard_lines(n) for n in range(1, 5)]
     assert all(len(s) == 40 for s in shards) and len(set().union(*map(set, shards))) == 160
-    assert shards[0][0] == "line 1000" and shards[3][1] == "line 1007"
-    with pytest.raises(InputError):
-        network.shard_lines(1, 60, lines)
+    records = gsm8k_records(1_008)
+    assert json.loads(shards[0][0]) == records[1000] and json.loads(shards[3][1]) == records[1007]
+    with pytest.raises(DatasetError):
+        gsm8k_shard_lines(5)
     with pytest.raises(InputError):
         network.options(["--phase", "train"])
+    with pytest.raises(InputError):
+        network.run(tasks_per_node=41, phases=["network"], log=lambda _: None)
 
 
 def test_general_lessons_are_endorsed_into_the_fresh_agents_library_and_an_off_topic_one_stays_pending(tmp_path):
@@ -49,7 +53,7 @@ def test_general_lessons_are_endorsed_into_the_fresh_agents_library_and_an_off_t
         folder.mkdir(parents=True)
         entries = {f"L{i}": {"text": text, "confidence": 0.75} for i, text in enumerate(texts, 1)}
         (folder / "state.json").write_text(json.dumps({"settings": {"domain": "math"}, "lessons": entries}))
-    results = network.run(tasks_per_node=40, phases=["network"], state=state, learned_dir=tmp_path / "learned", log=lambda _: None)
+    results = network.run(tasks_per_node=8, phases=["network"], state=state, learned_dir=tmp_path / "learned", log=lambda _: None)
     figures = results["network"]
     own = [b for b in figures["batches"] if b["round"] == "own lessons"]
     assert len(own) == 4 and all(b["status"] == "accepted" and b["count"] == 1 for b in own)

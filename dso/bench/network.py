@@ -4,23 +4,18 @@ held-out questions.
 
 `python scripts/bench.py network [--tasks-per-node N] [--questions N] [--phase learn|network|eval|all] [--node N]`
 
-1. learn: node n runs `dso learn` (`dso.workflows.learn.Learner`, Training-Free GRPO) on its shard,
-   GSM8K train lines SHARD_START + 4 i + (n - 1), i < --tasks-per-node: no two nodes see the same
-   problem and no problem is a held-out one. Each node's run is resumable in STATE/learn-n, so
+1. learn: node n runs `dso learn` (`dso.workflows.learn.Learner`, Training-Free GRPO) on the first
+   --tasks-per-node problems of its shard, GSM8K train lines 1000 + 4 i + (n - 1), i < 40 (`gsm8k_shard_lines`): no
+   two nodes see the same problem and no problem is a held-out one. Each node's run is resumable in STATE/learn-n, so
    `--phase learn --node n` in several processes learns in parallel (one model each).
 2. network: a private devnet (Anvil, the IPFS node, the registry with 5 members and 4 nodes); each
    node publishes its lessons from its wallet through the one publish path; the members vote and
    the batches are finalized. A lesson one node reports stays *pending*: the acceptance policy wants
    at least 3 distinct admitted nodes behind an entry (`AcceptancePolicy.min_nodes`), which is what
-   keeps a Sybil or a careless node from filling agents' libraries. So each node then syncs, reads the
-   other nodes' pending lessons and *endorses* (reports again, from its own wallet) those that apply
-   to its own problems: embedding cosine >= the agent's gate threshold (0.30) to at least
-   ENDORSE_MIN_SHARE (10%, and at least 2) of its shard's questions, and passing its guard rails
-   against them (`dso.core.lessons.endorsable`). A lesson general enough to apply to two other
-   nodes' problems reaches the bar; an off-topic one, or one that copies an endorser's numbers or
-   names, does not. This checks generality, not usefulness: validating a lesson by rollouts on the
-   endorser's own problems (reward with and without it) is the stronger rule, at ~40 s per rollout
-   on this machine not run here. The endorsement batches are voted and finalized too, then a fresh
+   keeps a Sybil or a careless node from filling agents' libraries. So each node then syncs, reads
+   the pending lessons and endorses (reports again from its own wallet) the other nodes' lessons
+   that apply to its own 40 problems (`dso.workflows.endorse`: generality, not usefulness). The
+   endorsement batches are voted and finalized too, then a fresh
    agent syncs everything into STATE/agent.sqlite.
 3. eval: `dso.bench.agent.run` on held-out GSM8K *test* questions: (a) no experiences, (b) node 1's
    own lessons (an agent that learned alone), (c) the fresh agent's synced network library, (d) as
@@ -36,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -44,45 +38,29 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from dso.core.lessons import endorsable
 from dso.edges.compile import PROJECT_ROOT
 from dso.edges.config import dso_home
-from dso.edges.datasets import data_dir
+from dso.edges.datasets import NETWORK_NODES as NODES
+from dso.edges.datasets import SHARD_SIZE, gsm8k_shard_lines
 from dso.edges.embed import load_embedder
 from dso.edges.files import atomic_write_text
 from dso.edges.llm import DEFAULT_LOCAL_MODEL, ChatModel, LLMSettings, open_chat_model
 from dso.errors import DsoError, InputError
-from dso.workflows.agent import DEFAULT_MIN_SIMILARITY
+from dso.workflows.endorse import endorsements
 
-NODES = 4
-SHARD_START = 1_000  # GSM8K train line of node 1's first task (lines 0-39 are the templated demo's)
 DEFAULT_TASKS_PER_NODE = 8
-ENDORSE_MIN_SHARE = 0.10  # a lesson is endorsed if it applies to at least this share of the endorser's problems (and 2)
 LEARNED_DIR = PROJECT_ROOT / "dso" / "data" / "learned"
 # The learning settings of the committed run (dso.workflows.learn.LearnSettings fields).
 LEARN_SETTINGS = {"group_size": 4, "batch_size": 4, "max_tokens": 400, "learn_max_tokens": 200, "seed": 0}
 PHASES = ("learn", "network", "eval")
 
 
-def shard_lines(node: int, tasks: int, train_lines: Sequence[str]) -> list[str]:
-    """Node `node`'s GSM8K train lines (raw JSON text, so the tasks file's sha256 is stable)."""
-    if not 1 <= node <= NODES:
-        raise InputError(f"node must be 1-{NODES}; got {node}")
-    wanted = [SHARD_START + NODES * i + (node - 1) for i in range(tasks)]
-    if wanted[-1] >= len(train_lines):
-        raise InputError(f"--tasks-per-node {tasks}: GSM8K train has {len(train_lines)} lines")
-    return [train_lines[i] for i in wanted]
-
-
-def write_shards(state: Path, tasks: int) -> list[Path]:
+def write_shards(state: Path, tasks: int = SHARD_SIZE) -> list[Path]:
     """STATE/shard-n.jsonl for every node (rewritten only if different: a resumed run keeps its file)."""
-    lines = (data_dir() / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     paths = []
     for node in range(1, NODES + 1):
         path = state / f"shard-{node}.jsonl"
-        text = "".join(line + "\n" for line in shard_lines(node, tasks, lines))
+        text = "".join(line + "\n" for line in gsm8k_shard_lines(node, tasks))
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
         paths.append(path)
@@ -92,8 +70,10 @@ def write_shards(state: Path, tasks: int) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- 1. learn
 
 
-def learn(state: Path, shards: Sequence[Path], nodes: Sequence[int], chat: ChatModel, say: Callable[[str], None]) -> dict[str, Any]:
-    """Run (or resume) each node's learning; return its report figures by node."""
+def learn(state: Path, shards: Sequence[Path], nodes: Sequence[int], tasks_per_node: int, chat: ChatModel,
+          say: Callable[[str], None]) -> dict[str, Any]:
+    """Run (or resume) each node's learning up to its first `tasks_per_node` problems (whole
+    batches); return its report figures by node."""
     from dso.workflows.learn import Learner, LearnSettings, read_tasks
 
     embedder = load_embedder("minilm-int8")
@@ -102,7 +82,8 @@ def learn(state: Path, shards: Sequence[Path], nodes: Sequence[int], chat: ChatM
         tasks, sha = read_tasks(shards[node - 1])
         learner = Learner(chat, embedder, tasks, sha, state / f"learn-{node}", LearnSettings(**LEARN_SETTINGS))
         say(f"node {node}: learning from {len(tasks)} tasks ({learner.state['next_batch'] * LEARN_SETTINGS['batch_size']} done)")
-        report = learner.run()
+        remaining = tasks_per_node - learner.state["next_batch"] * LEARN_SETTINGS["batch_size"]
+        report = learner.run(remaining) if remaining > 0 else learner.report()
         reports[node] = node_figures(report)
         say(f"node {node}: {len(report.lessons)} lessons kept; groups used {report.groups_used}, skipped {report.groups_skipped}; "
             f"refused {report.refused}; {report.completion_tokens} tokens in {report.llm_seconds:.0f} s")
@@ -140,7 +121,7 @@ def write_learned(state: Path, folder: Path, command: str, model: str, learn_fig
         counts[node] = len(lessons)
         atomic_write_text(folder / f"node-{node}.jsonl", insights_to_jsonl(Insight(t, d, c) for t, d, c in lessons))
     manifest = {"made_by": command, "model": model, "learn_settings": LEARN_SETTINGS, "shard": {"file": "GSM8K train (../shared/data/gsm8k/train.jsonl)",
-                "lines": f"node n: {SHARD_START} + {NODES} i + (n - 1)"}, "lessons_per_node": counts,
+                "lines": f"node n: 1000 + {NODES} i + (n - 1), i < {SHARD_SIZE}"}, "lessons_per_node": counts,
                 "tasks_per_node": {n: f["tasks"] for n, f in (learn_figures or {}).items()}}
     atomic_write_text(folder / "MANIFEST.json", json.dumps(manifest, indent=2) + "\n")
     return folder
@@ -197,13 +178,12 @@ def network(state: Path, shards: Sequence[Path], say: Callable[[str], None]) -> 
                 for node in range(1, NODES + 1):
                     with Library(run / f"node-{node}.sqlite", embedder) as library:
                         sync(registry, store, library, run / f"sync-{node}.json")
-                        mine = {text for text, _, _ in own[node]}
-                        others = [p for p in library.pending(limit=10_000) if p.text not in mine]
+                        others = library.pending(limit=10_000)
                     questions = [json.loads(line)["question"] for line in shards[node - 1].read_text().splitlines()]
-                    chosen = endorsements(others, questions, embedder)
+                    chosen = endorsements(others, [t for t, _, _ in own[node]], questions, embedder)
                     endorse[node] = [(p.text, "math", p.confidence) for p in chosen]
-                    figures["endorsements"][node] = {"considered": len(others), "endorsed": [p.text for p in chosen]}
-                    say(f"node {node}: endorses {len(chosen)} of the {len(others)} other nodes' pending lessons")
+                    figures["endorsements"][node] = {"pending": len(others), "endorsed": [p.text for p in chosen]}
+                    say(f"node {node}: endorses {len(chosen)} of the {len(others)} pending lessons (its own included)")
                 publish_round("endorsements", endorse)
                 agent_path = state / "agent.sqlite"
                 for suffix in ("", "-wal", "-shm"):
@@ -221,18 +201,6 @@ def network(state: Path, shards: Sequence[Path], say: Callable[[str], None]) -> 
     return figures
 
 
-def endorsements(pending: Sequence[Any], questions: Sequence[str], embedder: Any) -> list[Any]:
-    """The pending lessons (PendingEntry) a node endorses: those that apply to its own questions."""
-    if not pending:
-        return []
-    unit = lambda v: np.asarray(v, dtype=np.float64) / np.linalg.norm(np.asarray(v, dtype=np.float64), axis=1, keepdims=True)  # noqa: E731
-    task_vectors = unit(embedder.embed(list(questions)))
-    lesson_vectors = unit(embedder.embed([p.text for p in pending]))
-    tasks_text = "\n".join(questions)
-    least = max(2, math.ceil(ENDORSE_MIN_SHARE * len(questions)))
-    return [p for p, v in zip(pending, lesson_vectors) if endorsable(p.text, v, task_vectors, tasks_text, DEFAULT_MIN_SIMILARITY, least)]
-
-
 # ---------------------------------------------------------------------------------------------- 3. eval and the whole run
 
 
@@ -248,14 +216,16 @@ def run(tasks_per_node: int = DEFAULT_TASKS_PER_NODE, questions: int = 40, phase
     state.mkdir(parents=True, exist_ok=True)
     figures_path = state / "network.json"
     figures: dict[str, Any] = json.loads(figures_path.read_text()) if figures_path.exists() else {}
-    shards = write_shards(state, tasks_per_node)
+    if not 1 <= tasks_per_node <= SHARD_SIZE:
+        raise InputError(f"--tasks-per-node must be 1-{SHARD_SIZE}; got {tasks_per_node}")
+    shards = write_shards(state)
     started = time.monotonic()
     chat = None
     try:
         if "learn" in phases or "eval" in phases:
             chat = open_chat_model(LLMSettings.resolve(base_url, model or (None if base_url else DEFAULT_LOCAL_MODEL), threads))
         if "learn" in phases:
-            learned = learn(state, shards, list(nodes or range(1, NODES + 1)), chat, say)
+            learned = learn(state, shards, list(nodes or range(1, NODES + 1)), tasks_per_node, chat, say)
             figures.setdefault("learn", {}).update({str(k): v for k, v in learned.items()})
             figures["model"] = chat.name
             atomic_write_text(figures_path, json.dumps(figures, indent=2) + "\n")

@@ -68,6 +68,25 @@ def gsm8k_records(limit: int | None = None) -> list[dict[str, str]]:
     return records
 
 
+NETWORK_NODES = 4
+SHARD_START = 1_000  # GSM8K train line of node 1's first problem (lines 0-39 are the templated insights')
+SHARD_SIZE = 40
+
+
+def gsm8k_shard_lines(node: int, size: int = SHARD_SIZE, nodes: int = NETWORK_NODES) -> list[str]:
+    """Node `node`'s own GSM8K train problems in the network run and the demo: lines
+    SHARD_START + nodes * i + (node - 1), i < size, as raw JSON text (a tasks file written from
+    them is byte-stable, so a learning run's state recognises it). Shards never overlap."""
+    if not 1 <= node <= nodes:
+        raise DatasetError(f"node must be 1-{nodes}; got {node}")
+    path = data_dir() / "gsm8k" / "train.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    wanted = [SHARD_START + nodes * i + (node - 1) for i in range(size)]
+    if wanted[-1] >= len(lines):
+        raise DatasetError(f"{path} has {len(lines)} lines; node {node}'s shard of {size} needs line {wanted[-1] + 1}")
+    return [lines[i] for i in wanted]
+
+
 def gsm8k_questions(limit: int | None = None) -> list[str]:
     """GSM8K questions, in file order."""
     return [r["question"] for r in gsm8k_records(limit)]
