@@ -10,9 +10,10 @@ from dso.interfaces.cli.options import console
 
 @click.command()
 def demo() -> None:
-    """The four jobs on a private devnet: nodes submit, the DAO votes, an agent syncs and asks."""
+    """The four jobs on a private devnet: nodes publish learned lessons, the DAO votes, nodes endorse, an agent syncs and asks."""
     from dso.interfaces.demo import run_demo
 
     summary = run_demo(console)
-    if summary["statuses"] != {1: "accepted", 2: "accepted", 3: "accepted", 4: "accepted", 5: "rejected"}:
+    expected = {i: "accepted" if honest else "rejected" for i, honest in summary["honest"].items()}
+    if summary["statuses"] != expected or not summary["library_size"]:
         raise DsoError(f"demo ended in an unexpected state: {summary}")
