@@ -15,8 +15,8 @@ verifier of the learning loop (`dso.core.verifiers.NumericVerifier`):
 - (d) a control: hand-written lessons that bear on nothing in GSM8K (`IRRELEVANT_LESSONS`),
   injected with the gate open (similarity >= -1), per question as many as the most that (b) or
   (c) injected for it (DEFAULT_K when neither runs): what that many lessons cost, relevant or not;
-- (e) today's templated demo experiences: `gsm8k_insights(40)` (the 40 GSM8K train problems the
-  demo's nodes distil, template style 0), through the default gate.
+- (e) the templated experiences the demo published before it used learned lessons:
+  `gsm8k_insights(40)` (GSM8K train problems 0-39, template style 0), through the default gate.
 
 Held out: the questions are GSM8K's test split (bench/data/gsm8k/test.jsonl, openai/grade-school-math,
 MIT, sha256 pinned), which nothing in dso learns from, calibrates on or tunes prompts with (the
