@@ -38,10 +38,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dso.edges.compile import PROJECT_ROOT
 from dso.edges.config import dso_home
+from dso.edges.datasets import LEARNED_DIR, SHARD_SIZE, gsm8k_shard_lines
 from dso.edges.datasets import NETWORK_NODES as NODES
-from dso.edges.datasets import SHARD_SIZE, gsm8k_shard_lines
 from dso.edges.embed import load_embedder
 from dso.edges.files import atomic_write_text
 from dso.edges.llm import DEFAULT_LOCAL_MODEL, ChatModel, LLMSettings, open_chat_model
@@ -49,7 +48,6 @@ from dso.errors import DsoError, InputError
 from dso.workflows.endorse import endorsements
 
 DEFAULT_TASKS_PER_NODE = 8
-LEARNED_DIR = PROJECT_ROOT / "dso" / "data" / "learned"
 # The learning settings of the committed run (dso.workflows.learn.LearnSettings fields).
 LEARN_SETTINGS = {"group_size": 4, "batch_size": 4, "max_tokens": 400, "learn_max_tokens": 200, "seed": 0}
 PHASES = ("learn", "network", "eval")

@@ -69,6 +69,7 @@ def gsm8k_records(limit: int | None = None) -> list[dict[str, str]]:
 
 
 NETWORK_NODES = 4
+LEARNED_DIR = PROJECT_ROOT / "dso" / "data" / "learned"  # the network run's lessons per node, published by `dso demo`
 SHARD_START = 1_000  # GSM8K train line of node 1's first problem (lines 0-39 are the templated insights')
 SHARD_SIZE = 40
 

@@ -26,12 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from dso.core.experience import Insight
-from dso.edges.compile import PROJECT_ROOT
-from dso.edges.datasets import NETWORK_NODES, gsm8k_records, gsm8k_shard_lines, sts_pairs
+from dso.edges.datasets import LEARNED_DIR, NETWORK_NODES, gsm8k_records, gsm8k_shard_lines, sts_pairs
 from dso.edges.embed import load_embedder
 from dso.edges.ipfs import KuboClient
 from dso.edges.services import free_port
@@ -44,7 +42,6 @@ from dso.workflows.publish import Outbox, publish, read_insights
 from dso.workflows.sync import sync
 
 NODES = NETWORK_NODES
-LEARNED_DIR = PROJECT_ROOT / "dso" / "data" / "learned"
 CARELESS_SIZE = 24
 QUESTIONS_OFFSET = 7_000  # GSM8K train problems far from every node's shard (lines 1000-1159)
 QUESTIONS = 3
