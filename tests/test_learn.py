@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from learning_doubles import Alternating
 
 from dso.core.lessons import check_lesson
-from dso.core.verifiers import Verdict
 from dso.edges.datasets import gsm8k_records
 from dso.edges.embed import load_embedder
 from dso.errors import InputError
@@ -24,19 +24,6 @@ from dso.workflows.publish import read_insights
 pytest.importorskip("xllamacpp", reason="the agent extra is not installed: pip install 'dso[agent]'")
 
 FAST = {"group_size": 2, "max_tokens": 24, "learn_max_tokens": 40, "lessons_per_group": 1}
-
-
-class Alternating:
-    """Reward 1, 0, 1, 0, ... in call order, whatever the reply says."""
-
-    name = "alternating"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def verify(self, reply: str, reference: str) -> Verdict:
-        self.calls += 1
-        return Verdict(float(self.calls % 2), reply[-10:], reference)
 
 
 class Stages:

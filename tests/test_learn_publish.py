@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from learning_doubles import Alternating
 
 from dso.core.lessons import pool_state, publication_due, semantic_drift
-from dso.core.verifiers import Verdict
 from dso.edges.embed import load_embedder
 from dso.edges.llm import Completion
 from dso.errors import DsoError, InputError, QueuedInOutbox
@@ -43,17 +43,6 @@ class ScriptedLLM:
         else:
             text = "The answer is 5."
         return Completion(text, 10, 5, 0.01, "stop")
-
-
-class Alternating:
-    name = "alternating"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def verify(self, reply: str, reference: str) -> Verdict:
-        self.calls += 1
-        return Verdict(float(self.calls % 2), "5", "5")
 
 
 class Recording:
