@@ -108,7 +108,7 @@ def _run(console: Console, say, state: Path, net: Devnet, lessons: dict[int, lis
             c = result.committed[0]
             batch = SubmittedBatch(node, c.root, c.count, c.bytes, c.gas_used or 0, label, honest)
             submitted.append(batch)
-            say(f"Node {node} committed {c.count} experiences ({label}): root {c.root[:12]}…, {c.bytes:,} B on IPFS, {batch.gas:,} gas")
+            say(f"Node {node} committed {c.count} experience{'s' if c.count != 1 else ''} ({label}): root {c.root[:12]}…, {c.bytes:,} B on IPFS, {batch.gas:,} gas")
             return batch
 
         def vote(batches: list[SubmittedBatch]) -> dict[str, str]:
