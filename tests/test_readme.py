@@ -19,7 +19,7 @@ def between(marker: str) -> str:
     return match.group(1).strip()
 
 
-@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate", "agent", "scale"])
+@pytest.mark.parametrize("name", ["gas", "retrieval", "size", "store", "crossmodel", "byzantine", "mcp", "gate", "agent", "scale", "network"])
 def test_readme_tables_match_the_benchmark_results(name):
     results = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
     render = importlib.import_module(f"dso.bench.{name}").markdown_table
@@ -112,3 +112,17 @@ def test_readme_scale_claims_match_results():
     assert f"**Missed: aggregation time at 1M reports**, {million['aggregate_seconds']:.0f} s" in README
     search = parts["search"]["rows"][-1]
     assert f"{search['warm_ms_median']} ms warm with recall@10 {search['recall_at_10']}" in README
+
+
+def test_readme_network_claims_match_results():
+    results = json.loads((ROOT / "bench" / "results" / "network.json").read_text())
+    conditions, paired = results["eval"]["conditions"], results["eval"]["paired"]
+    learn = results["learn"].values()
+    assert f"{sum(f['completion_tokens'] for f in learn):,} generated tokens" in README
+    assert f"{sum(f['groups_used'] for f in learn)} of the {sum(f['tasks'] for f in learn)} groups had reward variance" in README
+    assert f"kept {sum(len(f['lessons']) for f in learn)}" in README and f"carried {results['network']['agent']['accepted']} to the" in README
+    assert f"(a) answered {conditions['a']['correct']} right" in README
+    for key in ("b", "c", "d"):
+        low, high = paired[key]["ci95"]
+        assert f"[{low:+.3f}, {high:+.3f}]" in README
+        assert low <= 0.0 <= high  # what the prose says: every interval includes 0

@@ -47,7 +47,7 @@ from dso.edges.llm import DEFAULT_LOCAL_MODEL, ChatModel, LLMSettings, open_chat
 from dso.errors import DsoError, InputError
 from dso.workflows.endorse import endorsements
 
-DEFAULT_TASKS_PER_NODE = 8
+DEFAULT_TASKS_PER_NODE = 4  # what fitted in one session here (16 problems, ~2.5 h of LLM time with the 1.5B model)
 # The learning settings of the committed run (dso.workflows.learn.LearnSettings fields).
 LEARN_SETTINGS = {"group_size": 4, "batch_size": 4, "max_tokens": 400, "learn_max_tokens": 200, "seed": 0}
 PHASES = ("learn", "network", "eval")
