@@ -170,16 +170,16 @@ def test_the_lesson_publisher_commits_a_batch_from_the_node_wallet(w3, accounts,
         assert sorted(e.text for e in document.experiences) == sorted(LESSONS[:2])
 
 
-def test_dso_learn_refuses_a_publishing_rule_without_a_wallet_before_any_llm_work(tmp_path):
-    import os
-    import subprocess
-    import sys
+def test_dso_learn_refuses_a_publishing_rule_without_a_wallet_before_any_llm_work(tmp_path, monkeypatch):
+    from click.testing import CliRunner
 
+    from dso.interfaces.cli import cli
+
+    monkeypatch.setenv("DSO_HOME", str(tmp_path / "home"))
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "#### 5"}) + "\n")
     for extra in (["--publish-every", "2"], ["--wallet", "node1"]):
-        result = subprocess.run([sys.executable, "-m", "dso", "learn", str(tasks), *extra], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "DSO_HOME": str(tmp_path / "home")})
-        assert result.returncode != 0 and "go together" in result.stderr + result.stdout
-    result = subprocess.run([sys.executable, "-m", "dso", "learn", str(tasks), "--publish-drift", "0"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--publish-drift" in result.stderr
+        result = CliRunner().invoke(cli, ["learn", str(tasks), *extra])
+        assert result.exit_code != 0 and "go together" in result.output + str(result.exception)
+    result = CliRunner().invoke(cli, ["learn", str(tasks), "--publish-drift", "0"])
+    assert result.exit_code == 2 and "--publish-drift" in result.output
